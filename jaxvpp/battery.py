@@ -1,0 +1,622 @@
+"""Phase IV: the local agent. Every battery's risk-aware problem, solved for the whole fleet at once.
+
+Each battery solves the convex quadratic program of :mod:`jaxvpp.problem` (expected profit minus a CVaR
+penalty) by a primal-dual interior-point method (Mehrotra predictor-corrector) written in JAX: float64,
+``jit``-compiled, batched with ``vmap`` over batteries (a batched ``while_loop``: the fleet runs in
+lock-step and a converged battery is frozen), differentiable by implicit differentiation of the optimality
+conditions (a ``custom_vjp``; no unrolling of iterations).
+
+Structure that the solver exploits (per battery, ``x = (c, d, eta, u)`` with ``2T + 1 + K`` unknowns):
+
+* the energy trajectory is eliminated: ``e = e_0 + dt L (eta_c c - d / eta_d)`` with ``L`` the
+  lower-triangular ones matrix, so the energy rows' block of the Newton matrix is ``L' diag(w) L``, whose
+  entries are suffix sums of ``w``; ramp rows give a tridiagonal block in ``p``; bounds are diagonal;
+* the CVaR auxiliaries ``u_k`` have a diagonal block and are condensed out exactly, leaving a rank-K term
+  ``A' diag(omega) A`` in ``p`` with ``omega = w_loss w_u / (w_loss + w_u)``;
+* the remaining ``(2T + 1) x (2T + 1)`` system is solved by Cholesky with static regularisation and
+  iterative refinement.
+
+Every battery is scaled before the solve (powers by P, energies by E, money by a price scale), so one
+tolerance serves batteries of 0.1 MW and 100 MW alike. A risk weight of zero is handled structurally: the
+CVaR block is replaced by a decoupled, bounded one (the reported CVaR is always the exact CVaR of the
+schedule).
+
+The same per-battery Newton kernel (:func:`factor`, :func:`solve_factored`, :func:`kkt_residuals`) is what
+the coordination layer calls every ALADIN iteration; :func:`build_qp` accepts the extra linear price and
+proximal term that coordination adds to each battery's objective.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array, lax
+
+from jaxvpp.problem import Fleet, Market, Settings
+
+# --------------------------------------------------------------------------------------------------
+# Problem data in the solver's (scaled) form
+# --------------------------------------------------------------------------------------------------
+
+
+class Primal(NamedTuple):
+    """A vector in the space of one battery's unknowns (scaled units)."""
+
+    c: Array  #: (T,) charge / P
+    d: Array  #: (T,) discharge / P
+    eta: Array  #: () CVaR threshold / money scale
+    u: Array  #: (K,) CVaR excess losses / money scale
+
+
+class BatteryQP(NamedTuple):
+    """One battery's QP ``min 1/2 x'Qx + f'x  s.t.  G x <= h`` in structured, scaled form.
+
+    Rows of ``G x <= h`` in order: ``-c <= 0``, ``c <= ub_c``, ``-d <= 0``, ``d <= ub_d``, energy upper
+    ``L(gc c - gd d) <= e_hi``, energy lower ``-L(gc c - gd d) <= e_lo``, ramp ``+-mask D(d - c) <= r_hi``,
+    ``-u <= 0`` and loss rows ``-A (d - c) - eta - u <= 0``.
+    """
+
+    qc: Array  #: (T,) Hessian diagonal on c
+    qd: Array  #: (T,) Hessian diagonal on d
+    rho: Array  #: (T,) Hessian on p = d - c (proximal weight)
+    fc: Array  #: (T,) linear cost on c
+    fd: Array  #: (T,) linear cost on d
+    f_eta: Array  #: () linear cost on eta
+    fu: Array  #: (K,) linear cost on u
+    ub_c: Array  #: () upper bound on c
+    ub_d: Array  #: () upper bound on d
+    gc: Array  #: () energy per unit charge per step
+    gd: Array  #: () energy per unit discharge per step
+    e_hi: Array  #: (T,) headroom to the upper energy bound
+    e_lo: Array  #: (T,) headroom to the lower energy bound (last step: to e_0)
+    ramp_mask: Array  #: () 1.0 with a ramp limit, 0.0 without
+    r_hi: Array  #: (T-1,) ramp bound per step
+    A: Array  #: (K, T) loss coefficients on p
+
+
+class Scales(NamedTuple):
+    """Scale factors between physical and solver units (constants: ``stop_gradient``)."""
+
+    power: Array  #: MW per unit of c, d
+    energy: Array  #: MWh per unit of the energy rows
+    money: Array  #: EUR per unit of objective (and of eta, u)
+
+
+def num_rows(T: int, K: int) -> int:
+    """Number of inequality rows of one battery's QP."""
+    return 6 * T + 2 * (T - 1) + 2 * K
+
+
+def _row_slices(T: int, K: int) -> dict[str, slice]:
+    sizes = [("c_lo", T), ("c_hi", T), ("d_lo", T), ("d_hi", T), ("e_hi", T), ("e_lo", T),
+             ("r_hi", T - 1), ("r_lo", T - 1), ("u_lo", K), ("loss", K)]
+    out, start = {}, 0
+    for name, size in sizes:
+        out[name] = slice(start, start + size)
+        start += size
+    return out
+
+
+def _safe_where(cond: Array, x: Array, fallback: float) -> Array:
+    """``where(cond, x, fallback)`` whose gradient is finite where ``x`` is not."""
+    return jnp.where(cond, jnp.where(cond, x, fallback), fallback)
+
+
+def build_qp(
+    battery: Fleet,
+    market: Market,
+    settings: Settings,
+    linear_price: Array | None = None,
+    prox_weight: Array | None = None,
+    prox_center: Array | None = None,
+) -> tuple[BatteryQP, Scales]:
+    """One battery's QP in scaled form (call under ``vmap`` for a fleet).
+
+    Args:
+        battery: one battery's parameters (scalar fields).
+        market: prices (K, T) EUR/MWh and probabilities (K,).
+        settings: dt (hours), alpha, baseline.
+        linear_price: optional (T,) extra cost per MW of net injection p_t (EUR/MW), i.e. the objective
+            gains ``linear_price' p``. Coordination passes its multiplier here.
+        prox_weight: optional (T,) or () proximal weight (EUR/MW^2): adds ``prox_weight/2 |p - prox_center|^2``.
+        prox_center: optional (T,) proximal centre (MW).
+
+    Returns:
+        The scaled QP and the scale factors.
+    """
+    T, K = market.horizon, market.num_scenarios
+    dt = settings.dt_hours
+    b = battery
+    prices = jnp.asarray(market.prices)
+    w = jnp.asarray(market.probabilities)
+
+    P_s = lax.stop_gradient(b.power_mw)
+    E_s = lax.stop_gradient(b.capacity_mwh)
+    mean_price = lax.stop_gradient(jnp.mean(jnp.abs(prices)))
+    money = lax.stop_gradient(dt * P_s * jnp.maximum(mean_price, 1.0) * T)
+    scales = Scales(power=P_s, energy=E_s, money=money)
+
+    expected_price = w @ prices  # (T,) EUR/MWh
+    # Linear cost on p (EUR per MW): -E[Revenue] = -dt pibar' p ; plus coordination price.
+    lin_p = -dt * expected_price
+    if linear_price is not None:
+        lin_p = lin_p + linear_price
+    rho = jnp.zeros(T)
+    if prox_weight is not None:
+        rho = jnp.broadcast_to(jnp.asarray(prox_weight, dtype=prices.dtype), (T,))
+        center = jnp.zeros(T) if prox_center is None else prox_center
+        lin_p = lin_p - rho * center
+    deg = b.degradation_eur_per_mwh * dt
+    q = b.quadratic_cost_eur_per_mw2h * dt
+
+    # Risk: loss_k = baseline - Rev_k = -dt a_k' p ; a_k = pi_k (- pibar for the expected baseline).
+    a = prices - expected_price[None, :] if settings.baseline == "expected" else prices
+    risk = b.risk_weight
+    active = risk > 0.0
+    lam = jnp.where(active, risk, 1.0)  # decoupled, bounded CVaR block when lambda == 0
+    A = jnp.where(active, dt * a, 0.0) * (P_s / money)
+
+    e0 = b.soc_initial * b.capacity_mwh
+    e_max = b.soc_max * b.capacity_mwh
+    e_min = jnp.full(T, b.soc_min * b.capacity_mwh).at[T - 1].set(jnp.maximum(b.soc_min * b.capacity_mwh, e0))
+    has_ramp = jnp.isfinite(b.ramp_mw_per_h)
+    r_hi = _safe_where(has_ramp, b.ramp_mw_per_h * dt / P_s, 1.0)
+
+    qp = BatteryQP(
+        qc=jnp.full(T, q) * P_s**2 / money,
+        qd=jnp.full(T, q) * P_s**2 / money,
+        rho=rho * P_s**2 / money,
+        fc=(deg - lin_p) * P_s / money,
+        fd=(deg + lin_p) * P_s / money,
+        f_eta=lam,
+        fu=lam * w / settings.alpha,
+        ub_c=b.power_mw / P_s,
+        ub_d=b.power_mw / P_s,
+        gc=dt * b.eta_charge * P_s / E_s,
+        gd=dt / b.eta_discharge * P_s / E_s,
+        e_hi=jnp.full(T, (e_max - e0) / E_s),
+        e_lo=(e0 - e_min) / E_s,
+        ramp_mask=has_ramp.astype(prices.dtype),
+        r_hi=jnp.full(T - 1, r_hi),
+        A=A,
+    )
+    return qp, scales
+
+
+# --------------------------------------------------------------------------------------------------
+# Structured operators
+# --------------------------------------------------------------------------------------------------
+
+
+def _zeros_like_primal(qp: BatteryQP) -> Primal:
+    return Primal(jnp.zeros_like(qp.fc), jnp.zeros_like(qp.fd), jnp.zeros_like(qp.f_eta), jnp.zeros_like(qp.fu))
+
+
+def _dot(a: Primal, b: Primal) -> Array:
+    return sum(jnp.vdot(x, y) for x, y in zip(a, b))
+
+
+def _pmap(f, *trees):
+    return Primal(*(f(*xs) for xs in zip(*trees)))
+
+
+def apply_G(qp: BatteryQP, x: Primal) -> Array:
+    """``G x`` as a flat (m,) vector."""
+    p = x.d - x.c
+    energy = jnp.cumsum(qp.gc * x.c - qp.gd * x.d)
+    dp = qp.ramp_mask * (p[1:] - p[:-1])
+    loss = -(qp.A @ p) - x.eta - x.u
+    return jnp.concatenate([-x.c, x.c, -x.d, x.d, energy, -energy, dp, -dp, -x.u, loss])
+
+
+def apply_GT(qp: BatteryQP, z: Array) -> Primal:
+    """``G' z`` for a flat (m,) vector ``z``."""
+    T, K = qp.fc.shape[0], qp.fu.shape[0]
+    sl = _row_slices(T, K)
+    nu = z[sl["e_hi"]] - z[sl["e_lo"]]
+    s_nu = jnp.cumsum(nu[::-1])[::-1]  # L' nu
+    mu = qp.ramp_mask * (z[sl["r_hi"]] - z[sl["r_lo"]])
+    d_mu = jnp.concatenate([jnp.zeros(1), mu]) - jnp.concatenate([mu, jnp.zeros(1)])  # D' mu
+    z_loss = z[sl["loss"]]
+    g_p = d_mu - qp.A.T @ z_loss  # gradient in p
+    gc = -z[sl["c_lo"]] + z[sl["c_hi"]] + qp.gc * s_nu - g_p
+    gd = -z[sl["d_lo"]] + z[sl["d_hi"]] - qp.gd * s_nu + g_p
+    return Primal(gc, gd, -jnp.sum(z_loss), -z[sl["u_lo"]] - z_loss)
+
+
+def rhs_h(qp: BatteryQP) -> Array:
+    """The right-hand side ``h`` as a flat (m,) vector."""
+    T, K = qp.fc.shape[0], qp.fu.shape[0]
+    zT, zK = jnp.zeros(T), jnp.zeros(K)
+    ones_c = jnp.full(T, qp.ub_c)
+    ones_d = jnp.full(T, qp.ub_d)
+    return jnp.concatenate([zT, ones_c, zT, ones_d, qp.e_hi, qp.e_lo, qp.r_hi, qp.r_hi, zK, zK])
+
+
+def apply_Q(qp: BatteryQP, x: Primal) -> Primal:
+    """``Q x``."""
+    rp = qp.rho * (x.d - x.c)
+    return Primal(qp.qc * x.c - rp, qp.qd * x.d + rp, jnp.zeros_like(x.eta), jnp.zeros_like(x.u))
+
+
+def linear_cost(qp: BatteryQP) -> Primal:
+    """``f``."""
+    return Primal(qp.fc, qp.fd, qp.f_eta, qp.fu)
+
+
+def objective(qp: BatteryQP, x: Primal) -> Array:
+    """``1/2 x'Qx + f'x`` (scaled units)."""
+    return 0.5 * _dot(x, apply_Q(qp, x)) + _dot(linear_cost(qp), x)
+
+
+# --------------------------------------------------------------------------------------------------
+# The Newton kernel: K = Q + G' W G, condensed onto y = (c, d, eta) and factored
+# --------------------------------------------------------------------------------------------------
+
+
+class Factor(NamedTuple):
+    """A factored, condensed Newton matrix of one battery."""
+
+    chol: Array  #: (2T+1, 2T+1) lower Cholesky factor of the regularised condensed matrix
+    kmat: Array  #: (2T+1, 2T+1) the condensed matrix without regularisation (for refinement)
+    w_loss: Array  #: (K,) weights of the loss rows
+    d_u: Array  #: (K,) diagonal of the u block
+
+
+REGULARISATION = 1e-9
+
+
+def condensed_matrix(qp: BatteryQP, W: Array) -> tuple[Array, Array, Array]:
+    """The Newton matrix ``Q + G' diag(W) G`` condensed onto ``(c, d, eta)``, built from its blocks.
+
+    Returns the dense (2T+1, 2T+1) matrix, the loss-row weights and the u-block diagonal.
+    """
+    T, K = qp.fc.shape[0], qp.fu.shape[0]
+    sl = _row_slices(T, K)
+    w_e = W[sl["e_hi"]] + W[sl["e_lo"]]
+    suffix = jnp.cumsum(w_e[::-1])[::-1]
+    idx = np.maximum.outer(np.arange(T), np.arange(T))
+    Me = suffix[idx]  # L' diag(w_e) L
+    w_r = qp.ramp_mask * (W[sl["r_hi"]] + W[sl["r_lo"]])
+    wr_pad = jnp.concatenate([jnp.zeros(1), w_r, jnp.zeros(1)])
+    ramp_diag = wr_pad[:-1] + wr_pad[1:]
+    Bp = jnp.diag(ramp_diag + qp.rho) - jnp.diag(w_r, 1) - jnp.diag(w_r, -1)
+    w_loss, w_u = W[sl["loss"]], W[sl["u_lo"]]
+    d_u = w_loss + w_u
+    omega = w_loss * w_u / d_u
+    Bp = Bp + (qp.A.T * omega) @ qp.A
+    Aw = qp.A.T @ omega  # (T,)
+    Kcc = jnp.diag(qp.qc + W[sl["c_lo"]] + W[sl["c_hi"]]) + qp.gc**2 * Me + Bp
+    Kdd = jnp.diag(qp.qd + W[sl["d_lo"]] + W[sl["d_hi"]]) + qp.gd**2 * Me + Bp
+    Kcd = -qp.gc * qp.gd * Me - Bp
+    top = jnp.concatenate([Kcc, Kcd, -Aw[:, None]], axis=1)
+    mid = jnp.concatenate([Kcd.T, Kdd, Aw[:, None]], axis=1)
+    bot = jnp.concatenate([-Aw, Aw, jnp.sum(omega)[None]])[None, :]
+    return jnp.concatenate([top, mid, bot], axis=0), w_loss, d_u
+
+
+def factor(qp: BatteryQP, W: Array) -> Factor:
+    """Build and factor the condensed Newton matrix for row weights ``W = z / s``."""
+    kmat, w_loss, d_u = condensed_matrix(qp, W)
+    n = kmat.shape[0]
+    chol = jnp.linalg.cholesky(kmat + REGULARISATION * jnp.eye(n))
+    return Factor(chol=chol, kmat=kmat, w_loss=w_loss, d_u=d_u)
+
+
+def _chol_solve(chol: Array, b: Array) -> Array:
+    y = lax.linalg.triangular_solve(chol, b[:, None], left_side=True, lower=True)
+    return lax.linalg.triangular_solve(chol, y, left_side=True, lower=True, transpose_a=True)[:, 0]
+
+
+def solve_factored(qp: BatteryQP, fac: Factor, r: Primal, refine: int = 0) -> Primal:
+    """Solve ``(Q + G' W G) dx = r`` with the factored matrix (condensing u exactly)."""
+    T = qp.fc.shape[0]
+    t_u = fac.w_loss * r.u / fac.d_u
+    # y-part of the condensed right-hand side: r_y + G_y' (w_loss r_u / d_u) with G_y rows (A, -A, -1)
+    ry = jnp.concatenate([r.c + qp.A.T @ t_u, r.d - qp.A.T @ t_u, (r.eta - jnp.sum(t_u))[None]])
+    y = _chol_solve(fac.chol, ry)
+    for _ in range(refine):
+        y = y + _chol_solve(fac.chol, ry - fac.kmat @ y)
+    dc, dd, deta = y[:T], y[T:2 * T], y[2 * T]
+    g = qp.A @ (dc - dd) - deta  # G_y y for the loss rows
+    du = (r.u + fac.w_loss * g) / fac.d_u
+    return Primal(dc, dd, deta, du)
+
+
+def kkt_residuals(qp: BatteryQP, x: Primal, s: Array, z: Array) -> tuple[Primal, Array]:
+    """Dual residual ``Qx + f + G'z`` and primal residual ``Gx + s - h``."""
+    r_d = _pmap(lambda a, b, c: a + b + c, apply_Q(qp, x), linear_cost(qp), apply_GT(qp, z))
+    r_p = apply_G(qp, x) + s - rhs_h(qp)
+    return r_d, r_p
+
+
+def newton_direction(
+    qp: BatteryQP, fac: Factor, s: Array, z: Array, r_d: Primal, r_p: Array, r_c: Array, refine: int = 2
+) -> tuple[Primal, Array, Array]:
+    """Solve the Newton system ``Q dx + G'dz = -r_d``, ``G dx + ds = -r_p``, ``Z ds + S dz = -r_c``.
+
+    The reduced solve loses accuracy as ``W = z/s`` spreads over many orders of magnitude near the
+    optimum, so the direction is refined iteratively against the residuals of the full system.
+    """
+    dx, ds, dz = _newton_once(qp, fac, s, z, r_d, r_p, r_c)
+    for _ in range(refine):
+        e_d = _pmap(lambda a, b, c: a + b + c, r_d, apply_Q(qp, dx), apply_GT(qp, dz))
+        e_p = r_p + apply_G(qp, dx) + ds
+        e_c = r_c + z * ds + s * dz
+        cx, cs, cz = _newton_once(qp, fac, s, z, e_d, e_p, e_c)
+        dx, ds, dz = _pmap(jnp.add, dx, cx), ds + cs, dz + cz
+    return dx, ds, dz
+
+
+def _newton_once(qp, fac, s, z, r_d, r_p, r_c):
+    W = z / s
+    ghat = _pmap(jnp.add, r_d, apply_GT(qp, W * r_p - r_c / s))
+    dx = solve_factored(qp, fac, _pmap(jnp.negative, ghat))
+    ds = -r_p - apply_G(qp, dx)
+    dz = -(r_c + z * ds) / s
+    return dx, ds, dz
+
+
+def max_step(v: Array, dv: Array) -> Array:
+    """Largest ``a`` in (0, 1] with ``v + a dv >= 0`` (v > 0)."""
+    ratio = jnp.where(dv < 0, -v / jnp.where(dv < 0, dv, -1.0), jnp.inf)
+    return jnp.minimum(1.0, jnp.min(ratio))
+
+
+# --------------------------------------------------------------------------------------------------
+# The interior-point method for one battery (vmapped over the fleet)
+# --------------------------------------------------------------------------------------------------
+
+
+class IPMState(NamedTuple):
+    """Iterate and diagnostics of one battery's interior-point solve."""
+
+    x: Primal
+    s: Array  #: (m,) slacks
+    z: Array  #: (m,) multipliers
+    iterations: Array
+    converged: Array  #: bool
+    primal_residual: Array  #: relative
+    dual_residual: Array  #: relative
+    gap: Array  #: relative complementarity gap
+
+
+def _measures(qp: BatteryQP, x: Primal, s: Array, z: Array) -> tuple[Array, Array, Array]:
+    r_d, r_p = kkt_residuals(qp, x, s, z)
+    h = rhs_h(qp)
+    inf = lambda t: jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in jax.tree.leaves(t)]))  # noqa: E731
+    pres = jnp.max(jnp.abs(r_p)) / (1.0 + jnp.maximum(jnp.max(jnp.abs(h)), jnp.max(jnp.abs(apply_G(qp, x)))))
+    dres = inf(r_d) / (1.0 + jnp.maximum(inf(linear_cost(qp)), jnp.maximum(inf(apply_Q(qp, x)), inf(apply_GT(qp, z)))))
+    gap = jnp.vdot(s, z) / (1.0 + jnp.abs(objective(qp, x)))
+    return pres, dres, gap
+
+
+def initial_point(qp: BatteryQP) -> tuple[Primal, Array, Array]:
+    """A cold start: the least-squares point of CVXOPT/qpax, shifted into the interior."""
+    m = rhs_h(qp).shape[0]
+    fac = factor(qp, jnp.ones(m))
+    rhs = _pmap(lambda a, b: -a + b, linear_cost(qp), apply_GT(qp, rhs_h(qp)))
+    x = solve_factored(qp, fac, rhs)
+    z = apply_G(qp, x) - rhs_h(qp)
+    s = -z
+    s = jnp.where(jnp.min(s) > 0, s, s + 1.0 - jnp.min(s))
+    z = jnp.where(jnp.min(z) > 0, z, z + 1.0 - jnp.min(z))
+    return x, s, z
+
+
+def warm_point(qp: BatteryQP, x: Primal, s: Array, z: Array, margin: float) -> tuple[Primal, Array, Array]:
+    """A warm start from an earlier iterate, pushed off the boundary by ``margin``."""
+    s = jnp.maximum(rhs_h(qp) - apply_G(qp, x), margin)
+    z = jnp.maximum(z, margin)
+    return x, s, z
+
+
+def ipm_solve(qp: BatteryQP, x0: Primal, s0: Array, z0: Array, tol: float, max_iter: int) -> IPMState:
+    """Mehrotra predictor-corrector from ``(x0, s0, z0)`` until relative residuals and gap are below ``tol``."""
+    m = s0.shape[0]
+
+    def body(st: IPMState) -> IPMState:
+        x, s, z = st.x, st.s, st.z
+        r_d, r_p = kkt_residuals(qp, x, s, z)
+        mu = jnp.vdot(s, z) / m
+        fac = factor(qp, z / s)
+        # predictor (affine scaling)
+        dx_a, ds_a, dz_a = newton_direction(qp, fac, s, z, r_d, r_p, s * z)
+        a_p, a_d = max_step(s, ds_a), max_step(z, dz_a)
+        a_aff = jnp.minimum(a_p, a_d)
+        mu_aff = jnp.vdot(s + a_aff * ds_a, z + a_aff * dz_a) / m
+        sigma = jnp.clip((mu_aff / mu) ** 3, 0.0, 1.0)
+        # corrector with centring
+        r_c = s * z + ds_a * dz_a - sigma * mu
+        dx, ds, dz = newton_direction(qp, fac, s, z, r_d, r_p, r_c)
+        alpha = 0.99 * jnp.minimum(max_step(s, ds), max_step(z, dz))
+        alpha = jnp.minimum(alpha, 1.0)
+        x_n = _pmap(lambda a, b: a + alpha * b, x, dx)
+        s_n = jnp.maximum(s + alpha * ds, 1e-300)
+        z_n = jnp.maximum(z + alpha * dz, 1e-300)
+        pres, dres, gap = _measures(qp, x_n, s_n, z_n)
+        ok = jnp.all(jnp.isfinite(jnp.concatenate([s_n, z_n]))) & jnp.isfinite(pres + dres + gap)
+        conv = (pres <= tol) & (dres <= tol) & (gap <= tol)
+        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+        return IPMState(
+            x=jax.tree.map(keep, x_n, x), s=keep(s_n, s), z=keep(z_n, z),
+            iterations=st.iterations + 1, converged=conv & ok,
+            primal_residual=keep(pres, st.primal_residual), dual_residual=keep(dres, st.dual_residual),
+            gap=keep(gap, st.gap),
+        )
+
+    def cond(st: IPMState) -> Array:
+        return (~st.converged) & (st.iterations < max_iter)
+
+    pres, dres, gap = _measures(qp, x0, s0, z0)
+    st0 = IPMState(x0, s0, z0, jnp.asarray(0), (pres <= tol) & (dres <= tol) & (gap <= tol), pres, dres, gap)
+    return lax.while_loop(cond, body, st0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Implicit differentiation
+# --------------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def solve_qp(qp: BatteryQP, warm: tuple[Primal, Array, Array] | None, tol: float, max_iter: int,
+             warm_margin: float) -> tuple[Primal, Array, IPMState]:
+    """Solve one battery's QP; differentiable in ``qp`` through its optimality conditions.
+
+    Returns the primal solution, the multipliers ``z`` (scaled units) and the solver state.
+    """
+    st = _solve(qp, warm, tol, max_iter, warm_margin)
+    return st.x, st.z, st
+
+
+def _solve(qp, warm, tol, max_iter, warm_margin):
+    if warm is None:
+        x0, s0, z0 = initial_point(qp)
+    else:
+        x0, s0, z0 = warm_point(qp, *warm, margin=warm_margin)
+    return ipm_solve(qp, x0, s0, z0, tol, max_iter)
+
+
+def _solve_fwd(qp, warm, tol, max_iter, warm_margin):
+    st = _solve(qp, warm, tol, max_iter, warm_margin)
+    return (st.x, st.z, st), (qp, st.x, st.s, st.z)
+
+
+def _solve_bwd(tol, max_iter, warm_margin, res, cts):
+    qp, x, s, z = res
+    gx, gz, _ = cts
+    gx = jax.tree.map(lambda g, v: jnp.zeros_like(v) if g is None else g, gx, x)
+    gz = jnp.zeros_like(z) if gz is None else gz
+    W = z / s
+    fac = factor(qp, W)
+    a = solve_factored(qp, fac, _pmap(jnp.add, gx, apply_GT(qp, W * gz)))
+    b = W * (gz - apply_G(qp, a))
+
+    def residual(qp_):
+        r_d = _pmap(lambda p, q, r: p + q + r, apply_Q(qp_, x), linear_cost(qp_), apply_GT(qp_, z))
+        return r_d, rhs_h(qp_) - apply_G(qp_, x)
+
+    _, vjp = jax.vjp(residual, qp)
+    (g_qp,) = vjp((_pmap(jnp.negative, a), -b))
+    return g_qp, None
+
+
+solve_qp.defvjp(_solve_fwd, _solve_bwd)
+
+
+# --------------------------------------------------------------------------------------------------
+# Physical results
+# --------------------------------------------------------------------------------------------------
+
+
+def cvar(losses: Array, probabilities: Array, alpha: float) -> Array:
+    """Exact CVaR (EUR) of a discrete loss distribution at tail probability ``alpha``.
+
+    ``min_eta eta + (1/alpha) sum_k w_k max(L_k - eta, 0)``; the minimum is attained at one of the
+    ``L_k``, so it is evaluated there (piecewise linear, differentiable almost everywhere).
+    """
+    excess = jnp.maximum(losses[None, :] - losses[:, None], 0.0)  # [j, k] = max(L_k - L_j, 0)
+    return jnp.min(losses + excess @ probabilities / alpha)
+
+
+class BatterySolution(NamedTuple):
+    """A battery's optimal schedule and its economics (batched over the fleet when vmapped)."""
+
+    charge_mw: Array  #: (T,) c_t (MW)
+    discharge_mw: Array  #: (T,) d_t (MW)
+    net_mw: Array  #: (T,) p_t = d_t - c_t (MW)
+    soc_mwh: Array  #: (T,) e_t after step t (MWh)
+    objective_eur: Array  #: the minimised objective (EUR), without coordination terms
+    expected_revenue_eur: Array  #: sum_k w_k Rev_k (EUR)
+    cvar_eur: Array  #: CVaR_alpha of the loss (EUR)
+    degradation_eur: Array  #: deg dt sum (c + d) + q/2 dt sum (c^2 + d^2) (EUR)
+    iterations: Array  #: interior-point iterations
+    converged: Array  #: bool
+    primal_residual: Array
+    dual_residual: Array
+    gap: Array
+
+
+def schedule_metrics(
+    battery: Fleet, market: Market, settings: Settings, charge: Array, discharge: Array
+) -> dict[str, Array]:
+    """Economics of a schedule of one battery: SoC (MWh), revenue, CVaR, costs and objective (EUR)."""
+    dt = settings.dt_hours
+    prices, w = jnp.asarray(market.prices), jnp.asarray(market.probabilities)
+    p = discharge - charge
+    soc = battery.soc_initial * battery.capacity_mwh + dt * jnp.cumsum(
+        battery.eta_charge * charge - discharge / battery.eta_discharge)
+    revenue = dt * prices @ p  # (K,)
+    expected = w @ revenue
+    losses = (expected - revenue) if settings.baseline == "expected" else -revenue
+    cv = cvar(losses, w, settings.alpha)
+    cost = battery.degradation_eur_per_mwh * dt * jnp.sum(charge + discharge) + 0.5 * (
+        battery.quadratic_cost_eur_per_mw2h * dt * jnp.sum(charge**2 + discharge**2))
+    obj = -expected + battery.risk_weight * cv + cost
+    return dict(net_mw=p, soc_mwh=soc, expected_revenue_eur=expected, cvar_eur=cv, degradation_eur=cost,
+                objective_eur=obj)
+
+
+def _solve_one(battery, market, settings, linear_price, prox_weight, prox_center, warm, tol, max_iter,
+               warm_margin):
+    qp, sc = build_qp(battery, market, settings, linear_price, prox_weight, prox_center)
+    x, z, st = solve_qp(qp, warm, tol, max_iter, warm_margin)
+    charge, discharge = x.c * sc.power, x.d * sc.power
+    met = schedule_metrics(battery, market, settings, charge, discharge)
+    sol = BatterySolution(
+        charge_mw=charge, discharge_mw=discharge, net_mw=met["net_mw"], soc_mwh=met["soc_mwh"],
+        objective_eur=met["objective_eur"], expected_revenue_eur=met["expected_revenue_eur"],
+        cvar_eur=met["cvar_eur"], degradation_eur=met["degradation_eur"], iterations=st.iterations,
+        converged=st.converged, primal_residual=st.primal_residual, dual_residual=st.dual_residual, gap=st.gap)
+    return sol, (st.x, st.s, st.z)
+
+
+@functools.partial(jax.jit, static_argnames=("settings", "tol", "max_iter", "warm_margin", "return_state"))
+def solve_batteries(
+    fleet: Fleet,
+    market: Market,
+    settings: Settings = Settings(),
+    *,
+    linear_price: Array | None = None,
+    prox_weight: Array | None = None,
+    prox_center: Array | None = None,
+    warm_start: tuple[Primal, Array, Array] | None = None,
+    tol: float = 1e-9,
+    max_iter: int = 80,
+    warm_margin: float = 1e-4,
+    return_state: bool = False,
+):
+    """Solve every battery's risk-aware problem at once (vmapped, jitted, differentiable).
+
+    Args:
+        fleet: battery parameters, fields of shape (N,).
+        market: prices (K, T) EUR/MWh and probabilities (K,), shared by the fleet.
+        settings: dt (hours), alpha, baseline (static).
+        linear_price: optional (N, T) extra cost per MW of p_t (EUR/MW), e.g. a coordination price.
+        prox_weight: optional (N, T) or (N,) proximal weight (EUR/MW^2) on ``|p - prox_center|^2 / 2``.
+        prox_center: optional (N, T) proximal centre (MW).
+        warm_start: the solver state of an earlier call (``return_state=True``) to start from.
+        tol: relative tolerance on primal and dual residuals and the complementarity gap.
+        max_iter: iteration limit (the batch runs in lock-step; converged batteries are frozen).
+        warm_margin: how far a warm start is pushed into the interior (scaled units).
+        return_state: also return the final solver state, for warm starts.
+
+    Returns:
+        A :class:`BatterySolution` with a leading battery axis (and the state if asked).
+    """
+    N = fleet.size
+    T = market.horizon
+    if prox_weight is not None:
+        prox_weight = jnp.broadcast_to(jnp.asarray(prox_weight), (N, T)) if jnp.ndim(prox_weight) != 2 else prox_weight
+    in_axes = (0, None, 0 if linear_price is not None else None, 0 if prox_weight is not None else None,
+               0 if prox_center is not None else None, 0 if warm_start is not None else None)
+
+    def one(b, mk, lp, pw, pc, ws):
+        return _solve_one(b, mk, settings, lp, pw, pc, ws, tol, max_iter, warm_margin)
+
+    sol, state = jax.vmap(one, in_axes=in_axes)(fleet, market, linear_price, prox_weight, prox_center, warm_start)
+    return (sol, state) if return_state else sol
