@@ -1,12 +1,146 @@
 """The ``jaxvpp`` command line.
 
-Exit codes: 0 success, 2 bad input (a message names file, row and column), 3 infeasible target.
+Exit codes: 0 success, 2 bad input (the message names file, row and column or the parameter),
+3 infeasible target.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_INPUT, EXIT_INFEASIBLE = 0, 2, 3
+
+
+def _add_coordinate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "coordinate",
+        help="solve the fleet's risk-aware schedules (each battery alone, or against a community target)",
+        description=(
+            "Solve every battery's risk-aware problem (expected profit minus a CVaR penalty) for the whole "
+            "fleet at once. Without --fleet/--scenarios a built-in example is used (100 batteries, 20 "
+            "scenarios, 24 hourly steps). Writes DIR/schedules.csv and DIR/summary.json."
+        ),
+    )
+    p.add_argument("--fleet", type=Path, help="fleet.csv (battery_id plus optional parameter columns)")
+    p.add_argument("--scenarios", type=Path, help="scenarios.csv (scenario, probability, one price column per step)")
+    p.add_argument("--target", type=Path, help="target.csv (step, target_mw): the required fleet sum of p_t")
+    p.add_argument("--alpha", type=float, default=0.05, help="CVaR tail probability in (0, 1) (default 0.05)")
+    p.add_argument("--dt-hours", type=float, default=1.0, help="step length in hours (default 1; 0.25 for 15-min)")
+    p.add_argument("--baseline", choices=("zero", "expected"), default="zero",
+                   help="loss baseline: Loss = -Revenue (zero) or E[Revenue] - Revenue (expected)")
+    p.add_argument("--method", choices=("ipm", "centralized"), default="ipm",
+                   help="ipm: jaxvpp's batched interior-point solver (default); centralized: cvxpy + Clarabel")
+    p.add_argument("--tol", type=float, default=1e-9, help="relative residual and gap tolerance (default 1e-9)")
+    p.add_argument("--max-iter", type=int, default=80, help="iteration limit (default 80)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="output directory (default results/)")
+    p.set_defaults(func=cmd_coordinate)
+
+
+def _example_inputs():
+    from jaxvpp.problem import random_fleet, synthetic_market
+
+    fleet = random_fleet(100, seed=0)
+    market = synthetic_market(20, 24, seed=0)
+    ids = [f"bess_{i:03d}" for i in range(100)]
+    steps = [f"{t:02d}:00" for t in range(24)]
+    return ids, fleet, steps, market
+
+
+def cmd_coordinate(args: argparse.Namespace) -> int:
+    """``jaxvpp coordinate``: solve and write schedules.csv and summary.json."""
+    import numpy as np
+
+    from jaxvpp import io
+    from jaxvpp.errors import InputError
+    from jaxvpp.problem import Settings
+
+    t0 = time.perf_counter()
+    try:
+        io.validate_alpha(args.alpha)
+        if not (args.dt_hours > 0):
+            raise InputError(f"--dt-hours must be positive, got {args.dt_hours}", column="--dt-hours")
+        if not (args.tol > 0):
+            raise InputError(f"--tol must be positive, got {args.tol}", column="--tol")
+        if args.max_iter < 1:
+            raise InputError(f"--max-iter must be at least 1, got {args.max_iter}", column="--max-iter")
+        if (args.fleet is None) != (args.scenarios is None):
+            raise InputError("give both --fleet and --scenarios, or neither for the built-in example",
+                             column="--fleet" if args.fleet is None else "--scenarios")
+        if args.fleet is None:
+            ids, fleet, steps, market = _example_inputs()
+        else:
+            ids, fleet = io.read_fleet(args.fleet)
+            steps, market = io.read_scenarios(args.scenarios)
+        target = io.read_target(args.target, len(steps)) if args.target is not None else None
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    settings = Settings(dt_hours=args.dt_hours, alpha=args.alpha, baseline=args.baseline)
+
+    if target is not None and args.method != "centralized":
+        print("error: coordination against a --target is not available in this version; "
+              "use --method centralized", file=sys.stderr)
+        return EXIT_INPUT
+
+    if args.method == "centralized":
+        from jaxvpp.reference import solve_fleet_reference
+
+        ref = solve_fleet_reference(fleet, market, settings, target)
+        charge, discharge, soc = (np.asarray(ref[k]) for k in ("charge", "discharge", "soc"))
+        summary = dict(
+            objective_eur=float(ref["objective_eur"]),
+            expected_revenue_eur=float(np.sum(ref["expected_revenue_eur"])),
+            cvar_eur=float(np.sum(ref["cvar_eur"])),
+            converged=bool(ref["status"] in ("optimal",)),
+            status=str(ref["status"]),
+            iterations=int(ref.get("iterations", 0) or 0),
+        )
+    else:
+        from jaxvpp.battery import solve_batteries
+
+        sol = solve_batteries(fleet, market, settings, tol=args.tol, max_iter=args.max_iter)
+        charge, discharge, soc = (np.asarray(a) for a in (sol.charge_mw, sol.discharge_mw, sol.soc_mwh))
+        conv = bool(np.all(np.asarray(sol.converged)))
+        summary = dict(
+            objective_eur=float(np.sum(sol.objective_eur)),
+            expected_revenue_eur=float(np.sum(sol.expected_revenue_eur)),
+            cvar_eur=float(np.sum(sol.cvar_eur)),
+            converged=conv,
+            status="converged" if conv else "max_iter",
+            iterations=int(np.max(np.asarray(sol.iterations))),
+            batteries_not_converged=[ids[i] for i in np.flatnonzero(~np.asarray(sol.converged))],
+        )
+    for key in ("charge", "discharge", "soc"):
+        arr = {"charge": charge, "discharge": discharge, "soc": soc}[key]
+        if not np.all(np.isfinite(arr)):
+            print(f"error: the {key} schedule has non-finite values (numerical error); nothing written",
+                  file=sys.stderr)
+            return 1
+    summary.update(
+        method=args.method,
+        num_batteries=len(ids),
+        num_steps=len(steps),
+        num_scenarios=int(market.num_scenarios),
+        alpha=args.alpha,
+        dt_hours=args.dt_hours,
+        baseline=args.baseline,
+        wall_time_s=time.perf_counter() - t0,
+    )
+    frame = io.schedules_frame(ids, charge, discharge, soc, steps)
+    io.write_outputs(args.out, {
+        "schedules.csv": frame.to_csv(index=False),
+        "summary.json": json.dumps(summary, indent=2) + "\n",
+    })
+    status = "converged" if summary["converged"] else summary["status"]
+    print(f"{len(ids)} batteries, {len(steps)} steps, {market.num_scenarios} scenarios: "
+          f"objective {summary['objective_eur']:.2f} EUR, expected revenue {summary['expected_revenue_eur']:.2f} EUR, "
+          f"CVaR {summary['cvar_eur']:.2f} EUR; {status} in {summary['iterations']} iterations, "
+          f"{summary['wall_time_s']:.2f} s; wrote {args.out}/schedules.csv and summary.json")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_coordinate(sub)
     try:
         from jaxvpp import cli_market
     except ImportError:  # market-data phases not installed in this build
