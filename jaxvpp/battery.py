@@ -464,8 +464,13 @@ class IPMState(NamedTuple):
     gap: Array  #: relative complementarity gap
 
 
-def _measures(qp: BatteryQP, x: Primal, s: Array, z: Array) -> tuple[Array, Array, Array]:
+def _measures(qp: BatteryQP, x: Primal, s: Array, z: Array, extra_dual: Primal | None = None
+              ) -> tuple[Array, Array, Array]:
+    """Relative primal residual, dual residual and complementarity gap (``extra_dual`` is added to the
+    dual residual: coordination's multiplier term)."""
     r_d, r_p = kkt_residuals(qp, x, s, z)
+    if extra_dual is not None:
+        r_d = _pmap(jnp.add, r_d, extra_dual)
     h = rhs_h(qp)
     inf = lambda t: jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in jax.tree.leaves(t)]))  # noqa: E731
     pres = jnp.max(jnp.abs(r_p)) / (1.0 + jnp.maximum(jnp.max(jnp.abs(h)), jnp.max(jnp.abs(apply_G(qp, x)))))

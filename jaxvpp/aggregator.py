@@ -1,0 +1,77 @@
+"""Phase V: the aggregator. It prices the community mismatch from what the batteries send, nothing else.
+
+Every ALADIN iteration each battery condenses its Newton step onto its coupled variables (its net power
+p_t, MW) and sends an :class:`AgentMessage`; the aggregator adds the messages up and solves the coupling
+QP, which for equality coupling is the T x T KKT system
+
+    (sum_i M_i) dlambda = (sum_i p_i - target) + sum_i v_i,
+
+by a Cholesky factorisation, and sends the multiplier step ``dlambda`` back. The aggregator never sees a
+battery's parameters, constraints, prices or risk preferences: its functions take messages only.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+
+class AgentMessage(NamedTuple):
+    """What one battery (or, with a leading axis, every battery) sends the aggregator.
+
+    All quantities are physical: MW for powers, MW per (EUR/MW) for the curvature.
+    """
+
+    curvature: Array  #: (T, T) M_i = S_i K_i^-1 S_i': response of p_i to a multiplier step (MW per EUR/MW)
+    gradient: Array  #: (T,) v_i = S_i dx_i^0: p_i's Newton step at the current multiplier (MW)
+    net_mw: Array  #: (T,) current p_i (MW)
+
+
+class StepMessage(NamedTuple):
+    """Step-length information one battery sends (no parameters): its own fraction-to-boundary bounds."""
+
+    max_primal: Array  #: () largest primal step keeping its slacks positive
+    max_dual: Array  #: () largest dual step keeping its multipliers positive
+    complementarity: Array  #: () s'z after a trial step (scaled units, summed over its rows)
+    rows: Array  #: () number of its inequality rows
+
+
+def coupling_residual(net_mw: Array, target_mw: Array) -> Array:
+    """``sum_i p_i - target`` (MW, per step) from the batteries' reported net powers (N, T)."""
+    return jnp.sum(net_mw, axis=0) - target_mw
+
+
+def solve_coupling(messages: AgentMessage, target_mw: Array, regularisation: float = 1e-11) -> tuple[Array, Array]:
+    """The coupling QP's KKT solve: the multiplier step (EUR/MW per step) and the coupling residual (MW).
+
+    ``messages`` carries a leading battery axis. ``sum_i M_i`` is positive semidefinite; it is
+    equilibrated (Jacobi) and regularised before its Cholesky factorisation, because in the end game of
+    an LP-like problem it tends to singular (few batteries are left free to move).
+    """
+    M = jnp.sum(messages.curvature, axis=0)
+    r = coupling_residual(messages.net_mw, target_mw)
+    rhs = r + jnp.sum(messages.gradient, axis=0)
+    T = M.shape[0]
+    diag = jnp.maximum(jnp.diagonal(M), 1e-300)
+    d = 1.0 / jnp.sqrt(diag)
+    Ms = M * d[:, None] * d[None, :] + regularisation * jnp.eye(T)
+    L = jnp.linalg.cholesky(Ms)
+    y = jax.scipy.linalg.solve_triangular(L, d * rhs, lower=True)
+    return d * jax.scipy.linalg.solve_triangular(L.T, y, lower=False), r
+
+
+def common_step(steps: StepMessage, fraction: float = 0.99) -> tuple[Array, Array]:
+    """Fleet-wide primal and dual step lengths: the fraction-to-boundary rule over every battery's bounds."""
+    return (jnp.minimum(1.0, fraction * jnp.min(steps.max_primal)),
+            jnp.minimum(1.0, fraction * jnp.min(steps.max_dual)))
+
+
+def centring(trial: StepMessage, current_complementarity: Array) -> Array:
+    """Mehrotra's shared centring parameter from the batteries' complementarity after the affine step."""
+    rows = jnp.sum(trial.rows)
+    mu = jnp.sum(current_complementarity) / rows
+    mu_aff = jnp.sum(trial.complementarity) / rows
+    return jnp.clip((mu_aff / mu) ** 3, 0.0, 1.0)

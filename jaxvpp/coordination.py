@@ -1,0 +1,469 @@
+"""Phase V: coordinating the fleet to a community target with interior-point ALADIN (and ADMM).
+
+The coupled problem: every battery ``i`` minimises its own risk-aware cost (:mod:`jaxvpp.battery`)
+subject to its private constraints, and the fleet must meet ``sum_i p_it = target_t`` for every step.
+
+Interior-point ALADIN (see the README): each iteration every battery takes ONE primal-dual Newton step on
+its own barrier KKT system (the inexact local solve), condenses it onto its coupled variables and sends
+the aggregator an :class:`~jaxvpp.aggregator.AgentMessage` (a T x T curvature and two T-vectors). The
+aggregator solves the coupling KKT system for the multiplier step; each battery recovers its own step; one
+fleet-wide step length (fraction to boundary) and Mehrotra's predictor-corrector with shared centring.
+The whole loop is one ``lax.while_loop`` under ``jit``; batteries are a ``vmap`` axis.
+
+ADMM (exchange form, residual-balancing penalty) is the baseline; ``method="centralized"`` solves the
+same problem with cvxpy + Clarabel (:mod:`jaxvpp.reference`).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array, lax
+
+from jaxvpp import aggregator as agg
+from jaxvpp.battery import (
+    BatteryQP,
+    BatterySolution,
+    Factor,
+    Primal,
+    Scales,
+    _measures,
+    _pmap,
+    build_qp,
+    factor,
+    initial_point,
+    kkt_residuals,
+    max_step,
+    newton_direction,
+    objective,
+    schedule_metrics,
+    solve_batteries,
+    CORRECTOR_REFINE,
+)
+from jaxvpp.problem import Fleet, Market, Settings
+
+SEPARATE_STEPS = True  #: separate fleet-wide primal and dual step lengths
+STATUSES = ("converged", "max_iter", "infeasible_target", "numerical_error")
+
+# --------------------------------------------------------------------------------------------------
+# Feasibility of a target (necessary conditions, checked before the solve)
+# --------------------------------------------------------------------------------------------------
+
+
+def check_target(fleet: Fleet, target_mw: np.ndarray, settings: Settings) -> list[tuple[int, str]]:
+    """Steps at which no fleet schedule can meet ``target_mw`` (0-based step, reason); empty if none found.
+
+    Checks, per step, the fleet's power range and, cumulatively, the energy the fleet can deliver so
+    far, and over the whole horizon the end-of-day energy floor ``e_T >= e_0`` (which forbids a
+    positive net injection over the day). These are necessary conditions; an infeasibility they miss is
+    detected during the solve by the diverging coupling price.
+    """
+    dt = settings.dt_hours
+    b = jax.tree.map(np.asarray, fleet)
+    target = np.asarray(target_mw, dtype=float)
+    out: list[tuple[int, str]] = []
+    p_max = float(np.sum(b.power_mw))
+    for t, v in enumerate(target):
+        if v > p_max * (1 + 1e-9) + 1e-9:
+            out.append((t, f"target {v:.4g} MW exceeds the fleet's discharge power {p_max:.4g} MW"))
+        elif v < -p_max * (1 + 1e-9) - 1e-9:
+            out.append((t, f"target {v:.4g} MW exceeds the fleet's charge power {p_max:.4g} MW"))
+    e0 = b.soc_initial * b.capacity_mwh
+    can_deliver = float(np.sum(b.eta_discharge * np.maximum(e0 - b.soc_min * b.capacity_mwh, 0.0)))
+    cum = np.cumsum(target) * dt
+    flagged = {t for t, _ in out}
+    for t, v in enumerate(cum):
+        if t in flagged:
+            continue
+        # (no such bound on withdrawal: charging and discharging at once burns energy in the losses)
+        if v > can_deliver * (1 + 1e-9) + 1e-9:
+            out.append((t, f"cumulative net injection {v:.4g} MWh by this step exceeds the {can_deliver:.4g} MWh "
+                           "the fleet can deliver"))
+    if not out and cum[-1] > 1e-9 * max(1.0, p_max):
+        out.append((len(target) - 1, f"net injection over the horizon {cum[-1]:.4g} MWh > 0 is impossible: every "
+                                     "battery must end at least as full as it started"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The per-battery side of an ALADIN iteration (vmapped)
+# --------------------------------------------------------------------------------------------------
+
+
+def coupling_map(sc: Scales, x: Primal) -> Array:
+    """``S_i x_i``: the battery's net power p (MW) from its scaled variables."""
+    return sc.power * (x.d - x.c)
+
+
+def coupling_dual(qp: BatteryQP, sc: Scales, lam: Array) -> Primal:
+    """``S~_i' lam``: the multiplier's term in the battery's scaled dual residual."""
+    v = lam * sc.power / sc.money
+    return Primal(-v, v, jnp.zeros_like(qp.f_eta), jnp.zeros_like(qp.fu))
+
+
+def coupling_curvature(fac: Factor, sc: Scales) -> Array:
+    """``M_i = S_i K_i^-1 S~_i'`` (T x T, MW per EUR/MW) from the factored condensed matrix."""
+    T = (fac.scale.shape[0] - 1) // 2
+    Y = fac.inv_chol[:, T:2 * T] * fac.scale[T:2 * T] - fac.inv_chol[:, :T] * fac.scale[:T]
+    return (sc.power**2 / sc.money) * (Y.T @ Y)
+
+
+class LocalState(NamedTuple):
+    x: Primal
+    s: Array
+    z: Array
+
+
+class History(NamedTuple):
+    """Per-iteration diagnostics (arrays of length ``max_iter``; NaN after the last iteration)."""
+
+    primal_residual: Array
+    dual_residual: Array
+    coupling_residual_mw: Array
+    mu: Array
+    step: Array
+    objective_eur: Array
+
+
+class ALADINState(NamedTuple):
+    local: LocalState  #: per battery (leading axis N)
+    lam: Array  #: (T,) coupling multiplier (EUR per MW of p_t)
+    iteration: Array
+    status: Array  #: 0 running/converged, see STATUSES
+    converged: Array
+    primal_residual: Array
+    dual_residual: Array
+    coupling_residual_mw: Array
+    gap: Array
+    history: History
+
+
+def _local_measures(qp, sc, st: LocalState, lam):
+    pres, dres, gap = _measures(qp, st.x, st.s, st.z, extra_dual=coupling_dual(qp, sc, lam))
+    return pres, dres, gap
+
+
+@functools.partial(jax.jit, static_argnames=("settings", "tol", "max_iter", "verbose"))
+def aladin_ipm(
+    fleet: Fleet,
+    market: Market,
+    target_mw: Array,
+    settings: Settings,
+    tol: float = 1e-8,
+    max_iter: int = 50,
+    verbose: bool = False,
+    warm_start: tuple[LocalState, Array] | None = None,
+) -> ALADINState:
+    """Interior-point ALADIN: the jitted loop (see the module docstring). Returns the final state."""
+    qp, sc = jax.vmap(lambda b: build_qp(b, market, settings))(fleet)
+    N = fleet.size
+    T = market.horizon
+    if warm_start is None:
+        x0, s0, z0 = jax.vmap(initial_point)(qp)
+        lam0 = jnp.zeros(T)
+    else:
+        (x0, s0, z0), lam0 = warm_start
+        s0, z0 = jnp.maximum(s0, 1e-4), jnp.maximum(z0, 1e-4)
+    target = jnp.asarray(target_mw)
+    scale_target = 1.0 + jnp.max(jnp.abs(target))
+    v_measures = jax.vmap(_local_measures, in_axes=(0, 0, 0, None))
+
+    def measures(local: LocalState, lam):
+        pres, dres, gap = v_measures(qp, sc, local, lam)
+        r = agg.coupling_residual(jax.vmap(coupling_map)(sc, local.x), target)
+        cres = jnp.max(jnp.abs(r))
+        return jnp.max(pres), jnp.max(dres), jnp.max(gap), cres
+
+    def fleet_objective(local: LocalState):
+        return jnp.sum(sc.money * jax.vmap(objective)(qp, local.x))
+
+    def direction(fac, M, local, r_d, r_p, r_c):
+        """Coupled Newton direction: local predictor, aggregator solve, local recovery."""
+        dx0, _, _ = jax.vmap(lambda q, f, s, z, rd, rp, rc: newton_direction(q, f, s, z, rd, rp, rc, refine=2))(
+            qp, fac, local.s, local.z, r_d, r_p, r_c)
+        msgs = agg.AgentMessage(curvature=M, gradient=jax.vmap(coupling_map)(sc, dx0),
+                                net_mw=jax.vmap(coupling_map)(sc, local.x))
+        dlam, _ = agg.solve_coupling(msgs, target)
+        r_d_l = _pmap(jnp.add, r_d, jax.vmap(coupling_dual, in_axes=(0, 0, None))(qp, sc, dlam))
+        dx, ds, dz = jax.vmap(lambda q, f, s, z, rd, rp, rc: newton_direction(q, f, s, z, rd, rp, rc,
+                                                                              refine=CORRECTOR_REFINE))(
+            qp, fac, local.s, local.z, r_d_l, r_p, r_c)
+        # coupling refinement: the recovered steps must satisfy sum_i S_i dx_i = -(sum_i p_i - target)
+        msgs = msgs._replace(gradient=jax.vmap(coupling_map)(sc, dx))
+        dlam2, _ = agg.solve_coupling(msgs, target)
+        zero_p = jnp.zeros_like(r_p)
+        hx, hs, hz = jax.vmap(lambda q, f, s, z, rd, rp: newton_direction(q, f, s, z, rd, rp, rp, refine=1))(
+            qp, fac, local.s, local.z, jax.vmap(coupling_dual, in_axes=(0, 0, None))(qp, sc, dlam2), zero_p)
+        return _pmap(jnp.add, dx, hx), ds + hs, dz + hz, dlam + dlam2
+
+    def body(state: ALADINState) -> ALADINState:
+        local, lam = state.local, state.lam
+        s, z = local.s, local.z
+        r_d, r_p = jax.vmap(kkt_residuals)(qp, local.x, s, z)
+        r_d = _pmap(jnp.add, r_d, jax.vmap(coupling_dual, in_axes=(0, 0, None))(qp, sc, lam))
+        fac = jax.vmap(factor)(qp, z / s)
+        M = jax.vmap(coupling_curvature)(fac, sc)
+        comp = jnp.sum(s * z, axis=1)
+        # predictor
+        dx_a, ds_a, dz_a, _ = direction(fac, M, local, r_d, r_p, s * z)
+        steps_a = agg.StepMessage(jax.vmap(max_step)(s, ds_a), jax.vmap(max_step)(z, dz_a), comp,
+                                  jnp.full(N, s.shape[1]))
+        a_aff = jnp.minimum(jnp.min(steps_a.max_primal), jnp.min(steps_a.max_dual))
+        trial = steps_a._replace(complementarity=jnp.sum((s + a_aff * ds_a) * (z + a_aff * dz_a), axis=1))
+        sigma = agg.centring(trial, comp)
+        mu = jnp.sum(comp) / (N * s.shape[1])
+        # corrector
+        r_c = s * z + ds_a * dz_a - sigma * mu
+        dx, ds, dz, dlam = direction(fac, M, local, r_d, r_p, r_c)
+        steps = agg.StepMessage(jax.vmap(max_step)(s, ds), jax.vmap(max_step)(z, dz), comp, jnp.full(N, s.shape[1]))
+        a_p, a_d = agg.common_step(steps)
+        if not SEPARATE_STEPS:
+            a_p = a_d = jnp.minimum(a_p, a_d)
+        alpha = jnp.minimum(a_p, a_d)
+        new_local = LocalState(
+            x=_pmap(lambda a, b: a + a_p * b, local.x, dx),
+            s=jnp.maximum(s + a_p * ds, 1e-300),
+            z=jnp.maximum(z + a_d * dz, 1e-300),
+        )
+        new_lam = lam + a_d * dlam
+        pres, dres, gap, cres = measures(new_local, new_lam)
+        finite = jnp.isfinite(pres + dres + gap + cres) & jnp.all(jnp.isfinite(new_lam))
+        conv = (pres <= tol) & (dres <= tol) & (gap <= tol) & (cres <= tol * scale_target)
+        diverged = jnp.max(jnp.abs(new_lam)) / settings.dt_hours > 1e9
+        status = jnp.where(~finite, 3, jnp.where(diverged, 2, 0))
+        it = state.iteration
+        obj = fleet_objective(new_local)
+        hist = History(*(h.at[it].set(v) for h, v in zip(state.history, (pres, dres, cres, mu, alpha, obj))))
+        if verbose:
+            jax.debug.callback(_log_iteration, it + 1, pres, dres, cres, mu, alpha, obj, ordered=True)
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        return ALADINState(
+            local=jax.tree.map(keep, new_local, local), lam=keep(new_lam, lam), iteration=it + 1, status=status,
+            converged=conv & finite, primal_residual=pres, dual_residual=dres, coupling_residual_mw=cres, gap=gap,
+            history=hist)
+
+    def cond(state: ALADINState) -> Array:
+        return (~state.converged) & (state.iteration < max_iter) & (state.status == 0)
+
+    local0 = LocalState(x0, s0, z0)
+    pres, dres, gap, cres = measures(local0, lam0)
+    nan = jnp.full(max_iter, jnp.nan)
+    state0 = ALADINState(local0, lam0, jnp.asarray(0), jnp.asarray(0), jnp.asarray(False), pres, dres, cres, gap,
+                         History(nan, nan, nan, nan, nan, nan))
+    final = lax.while_loop(cond, body, state0)
+    status = jnp.where(final.converged, 0, jnp.where(final.status == 0, 1, final.status))
+    return final._replace(status=status)
+
+
+_LOG: dict[str, object] = {"t0": None, "sink": None}
+
+
+def _log_iteration(it, pres, dres, cres, mu, alpha, obj):
+    t0 = _LOG["t0"] or time.perf_counter()
+    sink = _LOG["sink"]
+    line = (f"  it {int(it):3d}  primal {float(pres):.2e}  dual {float(dres):.2e}  coupling {float(cres):.2e} MW  "
+            f"mu {float(mu):.2e}  step {float(alpha):.3f}  objective {float(obj):.4f} EUR  "
+            f"{time.perf_counter() - t0:.2f} s")
+    if callable(sink):
+        sink(line)
+    _LOG.setdefault("times", []).append(time.perf_counter() - t0)  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------------------------------
+# ADMM baseline (exchange form with residual balancing)
+# --------------------------------------------------------------------------------------------------
+
+
+class ADMMState(NamedTuple):
+    p: Array  #: (N, T) net powers (MW)
+    price: Array  #: (T,) y: price on p (EUR/MW)
+    rho: Array  #: () penalty (EUR/MW^2)
+    warm: tuple
+    iteration: Array
+    primal_residual: Array
+    dual_residual: Array
+    converged: Array
+    history: History
+
+
+@functools.partial(jax.jit, static_argnames=("settings", "tol", "max_iter", "verbose"))
+def admm(
+    fleet: Fleet,
+    market: Market,
+    target_mw: Array,
+    settings: Settings,
+    tol: float = 1e-6,
+    max_iter: int = 300,
+    rho0: float | None = None,
+    verbose: bool = False,
+) -> ADMMState:
+    """Exchange ADMM: each iteration every battery solves its local problem with a price and a proximal
+    term (the batched solver, warm-started); the aggregator updates the price by the mismatch and balances
+    the penalty between primal and dual residuals (x2 or /2 when they differ by more than 10x).
+
+    Stops when the coupling residual per battery and the dual residual fall below ``tol`` (MW).
+    """
+    N, T = fleet.size, market.horizon
+    target = jnp.asarray(target_mw)
+    sol0, warm0 = solve_batteries(fleet, market, settings, return_state=True)
+    if rho0 is None:
+        rho0 = 0.1 * settings.dt_hours * jnp.mean(jnp.abs(market.prices)) / jnp.maximum(jnp.mean(fleet.power_mw), 1e-3)
+    nan = jnp.full(max_iter, jnp.nan)
+
+    def body(st: ADMMState) -> ADMMState:
+        r = (jnp.sum(st.p, axis=0) - target) / N
+        center = st.p - r[None, :]
+        sol, warm = solve_batteries(fleet, market, settings, linear_price=jnp.broadcast_to(st.price, (N, T)),
+                                    prox_weight=jnp.full((N, T), st.rho), prox_center=center,
+                                    warm_start=st.warm, return_state=True)
+        p = sol.net_mw
+        r_new = (jnp.sum(p, axis=0) - target) / N
+        price = st.price + st.rho * r_new
+        pres = jnp.sqrt(N) * jnp.linalg.norm(r_new) / jnp.sqrt(N)
+        dres = st.rho * jnp.linalg.norm((p - r_new[None]) - (st.p - r[None])) / jnp.sqrt(N)
+        rho = jnp.where(pres > 10 * dres, 2 * st.rho, jnp.where(dres > 10 * pres, st.rho / 2, st.rho))
+        cres = jnp.max(jnp.abs(r_new)) * N
+        conv = (cres / N <= tol) & (dres / jnp.maximum(rho, 1e-12) / jnp.sqrt(T) <= tol)
+        it = st.iteration
+        obj = jnp.sum(sol.objective_eur)
+        hist = History(*(h.at[it].set(v) for h, v in zip(
+            st.history, (pres, dres, cres, jnp.nan, st.rho, obj))))
+        if verbose:
+            jax.debug.callback(_log_iteration, it + 1, pres, dres, cres, jnp.nan, st.rho, obj, ordered=True)
+        return ADMMState(p, price, rho, warm, it + 1, pres, dres, conv, hist)
+
+    def cond(st):
+        return (~st.converged) & (st.iteration < max_iter)
+
+    st0 = ADMMState(sol0.net_mw, jnp.zeros(T), jnp.asarray(rho0, dtype=jnp.float64), warm0, jnp.asarray(0),
+                    jnp.asarray(jnp.inf), jnp.asarray(jnp.inf), jnp.asarray(False), History(nan, nan, nan, nan, nan, nan))
+    return lax.while_loop(cond, body, st0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The Python API
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CoordinationResult:
+    """Outcome of coordinating a fleet (numpy arrays; schedules in MW and MWh, prices in EUR/MWh)."""
+
+    method: str
+    status: str  #: one of STATUSES
+    converged: bool
+    iterations: int
+    solution: BatterySolution  #: per-battery schedules and economics (leading battery axis)
+    coupling_price_eur_per_mwh: np.ndarray  #: (T,) the price adjustment the community pays per MWh injected
+    coupling_residual_mw: float  #: max_t |sum_i p_it - target_t|
+    objective_eur: float  #: the fleet's minimised objective (sum over batteries)
+    wall_time_s: float
+    history: dict[str, np.ndarray] = field(default_factory=dict)  #: per-iteration diagnostics
+    infeasible_steps: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _solution_from_schedule(fleet, market, settings, charge, discharge, iterations, converged) -> BatterySolution:
+    met = jax.vmap(lambda b, c, d: schedule_metrics(b, market, settings, c, d))(fleet, charge, discharge)
+    z = jnp.zeros(fleet.size)
+    return BatterySolution(charge_mw=charge, discharge_mw=discharge, net_mw=met["net_mw"], soc_mwh=met["soc_mwh"],
+                           objective_eur=met["objective_eur"], expected_revenue_eur=met["expected_revenue_eur"],
+                           cvar_eur=met["cvar_eur"], degradation_eur=met["degradation_eur"],
+                           iterations=jnp.full(fleet.size, iterations), converged=jnp.full(fleet.size, converged),
+                           primal_residual=z, dual_residual=z, gap=z)
+
+
+def coordinate(
+    fleet: Fleet,
+    market: Market,
+    target_mw: np.ndarray | Array,
+    settings: Settings = Settings(),
+    *,
+    method: str = "aladin",
+    tol: float = 1e-8,
+    max_iter: int | None = None,
+    log: Callable[[str], None] | None = None,
+    warm_start: tuple | None = None,
+) -> CoordinationResult:
+    """Coordinate the fleet so that ``sum_i p_it = target_mw[t]`` (MW) for every step.
+
+    Args:
+        fleet, market, settings: the problem (see :mod:`jaxvpp.problem`).
+        target_mw: (T,) the required fleet net injection per step (MW).
+        method: ``"aladin"`` (interior-point ALADIN, default), ``"admm"`` or ``"centralized"`` (cvxpy + Clarabel).
+        tol: relative tolerance on primal, dual, coupling residuals and gap (ALADIN); MW for ADMM.
+        max_iter: iteration limit (default 50 for ALADIN, 300 for ADMM).
+        log: called with one line per iteration (a live log), e.g. ``print``.
+        warm_start: ``(LocalState, lam)`` from an earlier ALADIN run (``result.history["_state"]``).
+
+    Returns:
+        A :class:`CoordinationResult`; ``status`` says whether it converged. Infeasible targets found
+        before the solve return ``status="infeasible_target"`` and the offending steps, without solving.
+    """
+    target = np.asarray(target_mw, dtype=float)
+    T = market.horizon
+    if target.shape != (T,):
+        raise ValueError(f"target has {target.shape} entries, the scenarios have {T} steps")
+    t0 = time.perf_counter()
+    bad = check_target(fleet, target, settings)
+    if bad:
+        return CoordinationResult(method=method, status="infeasible_target", converged=False, iterations=0,
+                                  solution=None, coupling_price_eur_per_mwh=np.full(T, np.nan),  # type: ignore[arg-type]
+                                  coupling_residual_mw=float("nan"), objective_eur=float("nan"),
+                                  wall_time_s=time.perf_counter() - t0, infeasible_steps=bad)
+    _LOG.update(t0=t0, sink=log, times=[])
+    if method == "aladin":
+        st = aladin_ipm(fleet, market, jnp.asarray(target), settings, tol=tol, max_iter=max_iter or 50,
+                        verbose=log is not None, warm_start=warm_start)
+        jax.block_until_ready(st)
+        it = int(st.iteration)
+        _, sc = jax.vmap(lambda b: build_qp(b, market, settings))(fleet)
+        charge, discharge = st.local.x.c * sc.power[:, None], st.local.x.d * sc.power[:, None]
+        status = STATUSES[int(st.status)]
+        sol = _solution_from_schedule(fleet, market, settings, charge, discharge, it, status == "converged")
+        lam = np.asarray(st.lam)
+        hist = {k: np.asarray(v)[:it] for k, v in st.history._asdict().items()}
+        hist["_state"] = (st.local, st.lam)  # type: ignore[assignment]
+        cres = float(st.coupling_residual_mw)
+    elif method == "admm":
+        st = admm(fleet, market, jnp.asarray(target), settings, tol=min(max(tol, 1e-9), 1e-3) if tol < 1e-3 else tol,
+                  max_iter=max_iter or 300, verbose=log is not None)
+        jax.block_until_ready(st)
+        it = int(st.iteration)
+        sol_w, _ = st.warm, None
+        x = st.warm[0]
+        _, sc = jax.vmap(lambda b: build_qp(b, market, settings))(fleet)
+        charge, discharge = x.c * sc.power[:, None], x.d * sc.power[:, None]
+        status = "converged" if bool(st.converged) else "max_iter"
+        sol = _solution_from_schedule(fleet, market, settings, charge, discharge, it, status == "converged")
+        lam = np.asarray(st.price)
+        hist = {k: np.asarray(v)[:it] for k, v in st.history._asdict().items()}
+        cres = float(np.max(np.abs(np.asarray(jnp.sum(sol.net_mw, axis=0)) - target)))
+    elif method == "centralized":
+        from jaxvpp.reference import solve_fleet_reference
+
+        ref = solve_fleet_reference(fleet, market, settings, target)
+        charge, discharge = jnp.asarray(ref["charge"]), jnp.asarray(ref["discharge"])
+        status = "converged" if ref["status"] == "optimal" else "numerical_error"
+        it = int(ref.get("iterations", 0) or 0)
+        sol = _solution_from_schedule(fleet, market, settings, charge, discharge, it, status == "converged")
+        lam = -np.asarray(ref["coupling_price_eur_per_mwh"]) * settings.dt_hours
+        hist = {}
+        cres = float(np.max(np.abs(np.asarray(jnp.sum(sol.net_mw, axis=0)) - target)))
+    else:
+        raise ValueError(f"unknown method {method!r}: use 'aladin', 'admm' or 'centralized'")
+    if hist:
+        times = np.asarray(_LOG.get("times") or [], dtype=float)
+        hist["elapsed_s"] = times[:it] if times.size >= it else np.full(it, np.nan)
+    if status == "converged" and not bool(np.all(np.isfinite(np.asarray(sol.net_mw)))):
+        status = "numerical_error"
+    return CoordinationResult(
+        method=method, status=status, converged=status == "converged", iterations=it, solution=sol,
+        coupling_price_eur_per_mwh=-lam / settings.dt_hours, coupling_residual_mw=cres,
+        objective_eur=float(np.sum(np.asarray(sol.objective_eur))), wall_time_s=time.perf_counter() - t0,
+        history=hist)
