@@ -1,0 +1,457 @@
+"""The data contract: reading ``fleet.csv``, ``scenarios.csv`` and ``target.csv``; writing results atomically.
+
+Every problem with an input file raises one :class:`~jaxvpp.errors.InputError` that names the file, the row
+and the column. **Rows are line numbers in the file**: the header is row 1, the first data row is row 2
+(as a spreadsheet or ``nl -ba`` shows it). Problems with a whole column (a missing column, probabilities
+that do not sum to 1) name row 1, the header, or no row.
+
+Files (UTF-8, comma separated, a leading byte-order mark and spaces around cells are ignored):
+
+* ``fleet.csv``: ``battery_id`` (required, unique) and any of the parameter columns in
+  :data:`jaxvpp.problem.FLEET_COLUMNS`. A missing column or an empty cell takes the default in
+  :data:`jaxvpp.problem.DEFAULTS`, except ``ramp_mw_per_h``: an empty cell (or ``inf``) means no ramp limit,
+  a missing column the default ramp. Unknown columns are rejected (usually a typo).
+* ``scenarios.csv``: ``scenario`` (unique labels), ``probability``, then one price column (EUR/MWh) per
+  step; the header of a price column is the step's label. Probabilities must be >= 0 and sum to 1 within
+  1e-6 (they are then rescaled to sum to 1 exactly).
+* ``target.csv``: ``step``, ``target_mw`` (the required fleet sum of net injections p_t, MW), one row per
+  step in order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from jaxvpp.errors import InputError
+from jaxvpp.problem import DEFAULTS, FLEET_COLUMNS, Fleet, Market
+
+#: Probabilities must sum to 1 within this tolerance.
+PROBABILITY_TOL = 1e-6
+
+#: Columns of ``schedules.csv`` in order.
+SCHEDULE_COLUMNS: tuple[str, ...] = ("battery_id", "step", "charge_mw", "discharge_mw", "net_mw", "soc_mwh")
+
+_FRACTION_COLUMNS = ("soc_min", "soc_max", "soc_initial")
+_NONNEGATIVE_COLUMNS = ("risk_weight", "degradation_eur_per_mwh", "quadratic_cost_eur_per_mw2h")
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def _read_rows(path: str | os.PathLike[str]) -> tuple[str, list[str], int, Iterator[tuple[int, list[str]]]]:
+    """Open a CSV file: its name for messages, the stripped header, its line and an iterator of (line, cells).
+
+    Blank lines are skipped (they still count for the line numbers).
+    """
+    name = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise InputError("file not found", file=name)
+    if not p.is_file():
+        raise InputError("not a regular file", file=name)
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", file=name) from None
+    except OSError as exc:
+        raise InputError(f"cannot read the file: {exc.strerror or exc}", file=name) from None
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+    header: list[str] | None = None
+    try:
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                header = [c.strip() for c in cells]
+                break
+    except csv.Error as exc:
+        raise InputError(f"malformed CSV: {exc}", file=name, row=reader.line_num) from None
+    if header is None:
+        raise InputError("the file is empty (no header line)", file=name)
+    header_row = reader.line_num
+    seen: set[str] = set()
+    for col in header:
+        if col == "":
+            raise InputError("empty column name in the header", file=name, row=header_row)
+        if col in seen:
+            raise InputError("duplicate column name in the header", file=name, row=header_row, column=col)
+        seen.add(col)
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        try:
+            for cells in reader:
+                line = reader.line_num
+                if not any(c.strip() for c in cells):
+                    continue
+                cells = [c.strip() for c in cells]
+                if len(cells) != len(header):
+                    raise InputError(f"expected {len(header)} cells as in the header, found {len(cells)}",
+                                     file=name, row=line)
+                yield line, cells
+        except csv.Error as exc:
+            raise InputError(f"malformed CSV: {exc}", file=name, row=reader.line_num) from None
+
+    return name, header, header_row, rows()
+
+
+def _parse_float(cell: str, *, file: str, row: int, column: str, allow_inf: bool = False) -> float:
+    """Parse one numeric cell; NaN is always rejected, +-inf unless ``allow_inf``."""
+    try:
+        if "_" in cell:
+            raise ValueError
+        value = float(cell)
+    except ValueError:
+        raise InputError(f"not a number: {cell!r}", file=file, row=row, column=column) from None
+    if math.isnan(value):
+        raise InputError("NaN is not allowed", file=file, row=row, column=column)
+    if math.isinf(value) and not allow_inf:
+        raise InputError(f"must be finite, got {cell!r}", file=file, row=row, column=column)
+    return value
+
+
+def _require_columns(header: Sequence[str], required: Sequence[str], file: str, row: int = 1) -> None:
+    for col in required:
+        if col not in header:
+            raise InputError(f"missing required column {col!r} (header: {', '.join(header)})",
+                             file=file, row=row, column=col)
+
+
+def _check_battery(values: dict[str, float], present: set[str], file: str, row: int) -> None:
+    """Physical validity of one battery's parameters (``present`` = columns given in the file, for messages)."""
+
+    def err(column: str, message: str) -> InputError:
+        return InputError(message, file=file, row=row, column=column)
+
+    for col in ("capacity_mwh", "power_mw"):
+        if not values[col] > 0:
+            raise err(col, f"{col} must be positive, got {values[col]:g}")
+    if values["ramp_mw_per_h"] < 0:
+        raise err("ramp_mw_per_h", f"ramp_mw_per_h must be >= 0 (empty or inf = no limit), got "
+                  f"{values['ramp_mw_per_h']:g}")
+    for col in _FRACTION_COLUMNS:
+        if not 0.0 <= values[col] <= 1.0:
+            raise err(col, f"{col} must lie in [0, 1] (a fraction of capacity), got {values[col]:g}")
+    if not values["soc_min"] < values["soc_max"]:
+        col = "soc_min" if "soc_min" in present or "soc_max" not in present else "soc_max"
+        raise err(col, f"soc_min ({values['soc_min']:g}) must be below soc_max ({values['soc_max']:g})")
+    if not values["soc_min"] <= values["soc_initial"] <= values["soc_max"]:
+        raise err("soc_initial", f"soc_initial ({values['soc_initial']:g}) must lie in [soc_min, soc_max] = "
+                  f"[{values['soc_min']:g}, {values['soc_max']:g}]")
+    for col in ("eta_charge", "eta_discharge"):
+        if not 0.0 < values[col] <= 1.0:
+            raise err(col, f"{col} must lie in (0, 1], got {values[col]:g}")
+    for col in _NONNEGATIVE_COLUMNS:
+        if values[col] < 0:
+            raise err(col, f"{col} must be >= 0, got {values[col]:g}")
+
+
+def read_fleet(path: str | os.PathLike[str]) -> tuple[list[str], Fleet]:
+    """Read ``fleet.csv``: the battery ids and the :class:`Fleet` (arrays of shape ``(N,)``, float64).
+
+    Units as in :class:`~jaxvpp.problem.Fleet` (MWh, MW, MW/h, fractions, EUR/MWh, EUR/(MW^2 h)).
+    Raises :class:`InputError` naming file, row (line number, header = 1) and column.
+    """
+    file, header, hrow, rows = _read_rows(path)
+    _require_columns(header, ("battery_id",), file, hrow)
+    unknown = [c for c in header if c != "battery_id" and c not in DEFAULTS]
+    if unknown:
+        raise InputError(f"unknown column {unknown[0]!r} (a typo?); allowed: battery_id, "
+                         f"{', '.join(FLEET_COLUMNS)}", file=file, row=hrow, column=unknown[0])
+    present = set(header)
+    index = {c: header.index(c) for c in header}
+    ids: list[str] = []
+    first_seen: dict[str, int] = {}
+    cols: dict[str, list[float]] = {c: [] for c in FLEET_COLUMNS}
+    for line, cells in rows:
+        bid = cells[index["battery_id"]]
+        if bid == "":
+            raise InputError("empty battery_id", file=file, row=line, column="battery_id")
+        if bid in first_seen:
+            raise InputError(f"duplicate battery_id {bid!r} (first on row {first_seen[bid]})",
+                             file=file, row=line, column="battery_id")
+        first_seen[bid] = line
+        values: dict[str, float] = {}
+        for col in FLEET_COLUMNS:
+            cell = cells[index[col]] if col in index else ""
+            if cell == "":
+                # empty ramp cell = no ramp limit; a missing ramp column = the default ramp
+                values[col] = math.inf if (col == "ramp_mw_per_h" and col in index) else DEFAULTS[col]
+            else:
+                allow_inf = col == "ramp_mw_per_h"
+                values[col] = _parse_float(cell, file=file, row=line, column=col, allow_inf=allow_inf)
+        _check_battery(values, present, file, line)
+        ids.append(bid)
+        for col in FLEET_COLUMNS:
+            cols[col].append(values[col])
+    if not ids:
+        raise InputError("no batteries: the file has a header but no data rows", file=file, row=hrow + 1)
+    fleet = Fleet(**{c: jnp.asarray(np.asarray(v, dtype=np.float64)) for c, v in cols.items()})
+    return ids, fleet
+
+
+def read_scenarios(path: str | os.PathLike[str]) -> tuple[list[str], Market]:
+    """Read ``scenarios.csv``: the step labels (price-column headers) and the :class:`Market`.
+
+    Prices in EUR/MWh, shape ``(K, T)``; probabilities ``(K,)`` rescaled to sum to exactly 1 after the check
+    that they sum to 1 within :data:`PROBABILITY_TOL`.
+    """
+    file, header, hrow, rows = _read_rows(path)
+    _require_columns(header, ("scenario", "probability"), file, hrow)
+    i_scen, i_prob = header.index("scenario"), header.index("probability")
+    step_cols = [j for j in range(len(header)) if j not in (i_scen, i_prob)]
+    if not step_cols:
+        raise InputError("no price columns: give one column per step after 'scenario, probability'",
+                         file=file, row=hrow)
+    steps = [header[j] for j in step_cols]
+    labels: dict[str, int] = {}
+    prices: list[list[float]] = []
+    probs: list[float] = []
+    for line, cells in rows:
+        label = cells[i_scen]
+        if label == "":
+            raise InputError("empty scenario label", file=file, row=line, column="scenario")
+        if label in labels:
+            raise InputError(f"duplicate scenario {label!r} (first on row {labels[label]})",
+                             file=file, row=line, column="scenario")
+        labels[label] = line
+        w = _parse_float(cells[i_prob], file=file, row=line, column="probability")
+        if w < 0:
+            raise InputError(f"probability must be >= 0, got {w:g}", file=file, row=line, column="probability")
+        probs.append(w)
+        prices.append([_parse_float(cells[j], file=file, row=line, column=header[j]) for j in step_cols])
+    if not probs:
+        raise InputError("no scenarios: the file has a header but no data rows", file=file, row=hrow + 1)
+    total = math.fsum(probs)
+    if abs(total - 1.0) > PROBABILITY_TOL:
+        raise InputError(f"probabilities sum to {total:.12g}, not 1 (tolerance {PROBABILITY_TOL:g})",
+                         file=file, column="probability")
+    w_arr = np.asarray(probs, dtype=np.float64)
+    market = Market(prices=jnp.asarray(np.asarray(prices, dtype=np.float64)), probabilities=jnp.asarray(w_arr / total))
+    return steps, market
+
+
+def check_steps(
+    found: int,
+    expected: int,
+    *,
+    file: str | os.PathLike[str] | None = None,
+    row: int | None = None,
+    column: str | None = None,
+    expected_from: str = "the price scenarios",
+) -> None:
+    """Raise :class:`InputError` if a file has ``found`` steps where ``expected`` (from ``expected_from``) are needed."""
+    if int(found) != int(expected):
+        raise InputError(f"{found} steps, but {expected_from} have {expected} steps",
+                         file=None if file is None else str(file), row=row, column=column)
+
+
+def read_target(
+    path: str | os.PathLike[str], num_steps: int, *, step_labels: Sequence[str] | None = None
+) -> np.ndarray:
+    """Read ``target.csv`` (``step, target_mw``): the required fleet net injection per step (MW), shape ``(T,)``.
+
+    The row count must equal ``num_steps``; with ``step_labels`` the ``step`` cells must match them in order.
+    """
+    file, header, hrow, rows = _read_rows(path)
+    _require_columns(header, ("step", "target_mw"), file, hrow)
+    unknown = [c for c in header if c not in ("step", "target_mw")]
+    if unknown:
+        raise InputError(f"unknown column {unknown[0]!r}; target.csv has columns step, target_mw",
+                         file=file, row=hrow, column=unknown[0])
+    i_step, i_val = header.index("step"), header.index("target_mw")
+    values: list[float] = []
+    last_line = hrow
+    for line, cells in rows:
+        last_line = line
+        k = len(values)
+        if cells[i_step] == "":
+            raise InputError("empty step label", file=file, row=line, column="step")
+        if step_labels is not None and k < len(step_labels) and cells[i_step] != str(step_labels[k]):
+            raise InputError(f"step {cells[i_step]!r} does not match the scenarios' step {k + 1} "
+                             f"({step_labels[k]!r}); rows must follow the price columns in order",
+                             file=file, row=line, column="step")
+        values.append(_parse_float(cells[i_val], file=file, row=line, column="target_mw"))
+    if not values:
+        raise InputError("no steps: the file has a header but no data rows", file=file, row=hrow + 1)
+    check_steps(len(values), num_steps, file=file, row=last_line if len(values) > num_steps else None,
+                column="step", expected_from="the price scenarios")
+    return np.asarray(values, dtype=np.float64)
+
+
+def validate_alpha(alpha: float) -> float:
+    """Check the CVaR tail probability ``alpha`` lies in (0, 1); raises :class:`InputError` naming ``--alpha``."""
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        raise InputError(f"--alpha must be a number in (0, 1), got {alpha!r}", column="--alpha") from None
+    if not 0.0 < a < 1.0:
+        raise InputError(f"--alpha must lie in (0, 1) (the CVaR tail probability), got {alpha!r}", column="--alpha")
+    return a
+
+
+# ----------------------------------------------------------------------------------------------- writing
+def _check_name(name: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name or "\0" in name:
+        raise ValueError(f"output file name must be a plain file name, got {name!r}")
+
+
+def write_outputs(out_dir: str | os.PathLike[str], files: Mapping[str, str | bytes]) -> None:
+    """Write ``files`` (name -> text or bytes) into ``out_dir`` all-or-nothing.
+
+    Everything is first written to a temporary directory beside ``out_dir`` (same file system), then moved
+    into place with ``os.replace`` per file. If anything fails, files already moved are rolled back (earlier
+    versions restored), a directory created by this call is removed, and the exception propagates: nothing
+    from this call is left in ``out_dir``. Text is written as UTF-8 without newline translation.
+    """
+    for name in files:
+        _check_name(name)
+    out = Path(out_dir)
+    parent = out.parent if str(out.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    created_dir = False
+    moved: list[str] = []
+    backups: dict[str, Path] = {}
+    try:
+        staged = tmp / "new"
+        backup_dir = tmp / "old"
+        staged.mkdir()
+        backup_dir.mkdir()
+        for name, content in files.items():
+            data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+            with open(staged / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        if not out.exists():
+            out.mkdir()
+            created_dir = True
+        elif not out.is_dir():
+            raise NotADirectoryError(f"output path exists and is not a directory: {out}")
+        for name in files:
+            dest = out / name
+            if dest.exists() or dest.is_symlink():
+                if dest.is_dir() and not dest.is_symlink():
+                    raise IsADirectoryError(f"cannot replace directory {dest} with a file")
+                os.replace(dest, backup_dir / name)
+                backups[name] = backup_dir / name
+            os.replace(staged / name, dest)
+            moved.append(name)
+    except BaseException:
+        for name in reversed(moved):
+            try:
+                os.remove(out / name)
+            except OSError:
+                pass
+        for name, src in backups.items():
+            try:
+                os.replace(src, out / name)
+            except OSError:
+                pass
+        if created_dir:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def schedules_frame(
+    battery_ids: Sequence[str],
+    charge: np.ndarray,
+    discharge: np.ndarray,
+    soc: np.ndarray,
+    step_labels: Sequence[str],
+) -> pd.DataFrame:
+    """The long-format schedule table, one row per (battery, step), battery-major.
+
+    Columns ``battery_id, step, charge_mw, discharge_mw, net_mw, soc_mwh``; ``charge``, ``discharge`` (MW) and
+    ``soc`` (MWh, the energy e_t after step t) have shape ``(N, T)``; ``net_mw = discharge - charge``.
+    """
+    c, d, e = (np.asarray(a, dtype=np.float64) for a in (charge, discharge, soc))
+    n, t = len(battery_ids), len(step_labels)
+    for nm, a in (("charge", c), ("discharge", d), ("soc", e)):
+        if a.shape != (n, t):
+            raise ValueError(f"{nm} has shape {a.shape}, expected (num_batteries, num_steps) = ({n}, {t})")
+    return pd.DataFrame({
+        "battery_id": np.repeat(np.asarray([str(b) for b in battery_ids], dtype=object), t),
+        "step": np.tile(np.asarray([str(s) for s in step_labels], dtype=object), n),
+        "charge_mw": c.ravel(),
+        "discharge_mw": d.ravel(),
+        "net_mw": (d - c).ravel(),
+        "soc_mwh": e.ravel(),
+    }, columns=list(SCHEDULE_COLUMNS))
+
+
+def read_schedules(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``schedules.csv`` back (ids and steps as strings, numbers as float64, exact round trip)."""
+    file = str(path)
+    if not Path(path).exists():
+        raise InputError("file not found", file=file)
+    try:
+        frame = pd.read_csv(path, dtype={"battery_id": str, "step": str}, keep_default_na=False,
+                            float_precision="round_trip")
+    except pd.errors.EmptyDataError:
+        raise InputError("the file is empty (no header line)", file=file) from None
+    _require_columns(list(frame.columns), SCHEDULE_COLUMNS, file)
+    for col in SCHEDULE_COLUMNS[2:]:
+        num = pd.to_numeric(frame[col], errors="coerce")
+        bad = np.flatnonzero(num.isna().to_numpy())
+        if bad.size:
+            raise InputError(f"not a number: {frame[col].iloc[bad[0]]!r}", file=file, row=int(bad[0]) + 2, column=col)
+        frame[col] = num.astype(np.float64)
+    return frame[list(SCHEDULE_COLUMNS)]
+
+
+def schedules_arrays(frame: pd.DataFrame) -> tuple[list[str], list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`schedules_frame`: ``(battery_ids, step_labels, charge, discharge, soc)``, arrays ``(N, T)``."""
+    ids = list(dict.fromkeys(frame["battery_id"]))
+    steps = list(dict.fromkeys(frame["step"]))
+    n, t = len(ids), len(steps)
+    if len(frame) != n * t:
+        raise ValueError(f"schedule has {len(frame)} rows, expected {n} batteries x {t} steps")
+    shape = (n, t)
+    return (ids, steps, frame["charge_mw"].to_numpy().reshape(shape), frame["discharge_mw"].to_numpy().reshape(shape),
+            frame["soc_mwh"].to_numpy().reshape(shape))
+
+
+def _fmt(x: float) -> str:
+    return "inf" if math.isinf(x) and x > 0 else repr(float(x))
+
+
+def fleet_csv(battery_ids: Sequence[str], fleet: Fleet) -> str:
+    """``fleet.csv`` text for a fleet (all columns, exact float repr; no ramp limit written as ``inf``)."""
+    arrays = {c: np.atleast_1d(np.asarray(getattr(fleet, c), dtype=np.float64)) for c in FLEET_COLUMNS}
+    lines = [",".join(("battery_id",) + FLEET_COLUMNS)]
+    for i, bid in enumerate(battery_ids):
+        lines.append(",".join([_csv_cell(str(bid))] + [_fmt(arrays[c][i]) for c in FLEET_COLUMNS]))
+    return "\n".join(lines) + "\n"
+
+
+def scenarios_csv(step_labels: Sequence[str], market: Market, scenario_ids: Sequence[str] | None = None) -> str:
+    """``scenarios.csv`` text for a market (exact float repr)."""
+    prices = np.asarray(market.prices, dtype=np.float64)
+    w = np.asarray(market.probabilities, dtype=np.float64)
+    ids = scenario_ids if scenario_ids is not None else [f"s{k + 1}" for k in range(len(w))]
+    lines = [",".join(["scenario", "probability"] + [_csv_cell(str(s)) for s in step_labels])]
+    for k in range(len(w)):
+        lines.append(",".join([_csv_cell(str(ids[k])), _fmt(w[k])] + [_fmt(x) for x in prices[k]]))
+    return "\n".join(lines) + "\n"
+
+
+def target_csv(step_labels: Sequence[str], target_mw: np.ndarray) -> str:
+    """``target.csv`` text (``step, target_mw``)."""
+    lines = ["step,target_mw"] + [f"{_csv_cell(str(s))},{_fmt(v)}" for s, v in zip(step_labels, np.asarray(target_mw))]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_cell(s: str) -> str:
+    if any(ch in s for ch in ',"\n\r') or s != s.strip():
+        return '"' + s.replace('"', '""') + '"'
+    return s
