@@ -395,8 +395,7 @@ def read_schedules(path: str | os.PathLike[str]) -> pd.DataFrame:
     if not Path(path).exists():
         raise InputError("file not found", file=file)
     try:
-        frame = pd.read_csv(path, dtype={"battery_id": str, "step": str}, keep_default_na=False,
-                            float_precision="round_trip")
+        frame = pd.read_csv(path, dtype={"battery_id": str, "step": str}, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise InputError("the file is empty (no header line)", file=file) from None
     _require_columns(list(frame.columns), SCHEDULE_COLUMNS, file)
