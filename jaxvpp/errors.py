@@ -2,7 +2,8 @@
 
 ``InputError`` locates the problem: ``file`` (the file's name as given), ``row`` (the line number in the
 file, header = line 1, so the first data row is row 2) and ``column`` (the column name, or a command-line
-parameter such as ``--alpha``). Any of them may be ``None`` when it does not apply.
+parameter such as ``--alpha``, shown as ``parameter --alpha``). Any of them may be ``None`` when it does
+not apply.
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ class InputError(ValueError):
         self.column = column
 
     def location(self) -> str:
-        """The location prefix, e.g. ``fleet.csv, row 4, column 'soc_min'`` (empty if nothing is known)."""
+        """The location prefix, e.g. ``fleet.csv, row 4, column 'soc_min'`` or ``parameter --alpha`` (may be empty)."""
         parts = []
         if self.file is not None:
             parts.append(self.file)
         if self.row is not None:
             parts.append(f"row {self.row}")
         if self.column is not None:
-            parts.append(f"column {self.column!r}")
+            # a command-line option (``--alpha``) is a parameter, not a file column
+            parts.append(f"parameter {self.column}" if self.column.startswith("-") else f"column {self.column!r}")
         return ", ".join(parts)
 
     def __str__(self) -> str:

@@ -290,9 +290,9 @@ def validate_alpha(alpha: float) -> float:
     try:
         a = float(alpha)
     except (TypeError, ValueError):
-        raise InputError(f"--alpha must be a number in (0, 1), got {alpha!r}", column="--alpha") from None
+        raise InputError(f"alpha must be a number in (0, 1), got {alpha!r}", column="--alpha") from None
     if not 0.0 < a < 1.0:
-        raise InputError(f"--alpha must lie in (0, 1) (the CVaR tail probability), got {alpha!r}", column="--alpha")
+        raise InputError(f"alpha must lie in (0, 1) (the CVaR tail probability), got {alpha!r}", column="--alpha")
     return a
 
 

@@ -50,7 +50,7 @@ def test_input_error_message_format():
     e = InputError("soc_min (0.95) must be below soc_max (0.9)", file="fleet.csv", row=4, column="soc_min")
     assert str(e) == "fleet.csv, row 4, column 'soc_min': soc_min (0.95) must be below soc_max (0.9)"
     assert isinstance(e, ValueError)
-    assert str(InputError("bad", column="--alpha")) == "column '--alpha': bad"
+    assert str(InputError("bad", column="--alpha")) == "parameter --alpha: bad"
     assert str(InputError("bad")) == "bad"
     assert str(InputError("bad", file="x.csv")) == "x.csv: bad"
 
@@ -263,7 +263,7 @@ def test_check_steps():
 def test_validate_alpha_rejects(alpha):
     with pytest.raises(InputError) as ei:
         io.validate_alpha(alpha)
-    assert ei.value.column == "--alpha" and "--alpha" in str(ei.value)
+    assert ei.value.column == "--alpha" and str(ei.value).startswith("parameter --alpha: alpha must lie in (0, 1)")
 
 
 def test_validate_alpha_accepts():
