@@ -48,7 +48,9 @@ from jaxvpp.battery import (
 )
 from jaxvpp.problem import Fleet, Market, Settings
 
-SEPARATE_STEPS = True  #: separate fleet-wide primal and dual step lengths
+SEPARATE_STEPS = False  #: separate fleet-wide primal and dual step lengths
+PER_BATTERY_CENTRING = True  #: Mehrotra centring per battery rather than one fleet-wide mu
+GONDZIO_CORRECTORS = 2  #: multiple-centrality correctors per iteration
 STATUSES = ("converged", "max_iter", "infeasible_target", "numerical_error")
 
 # --------------------------------------------------------------------------------------------------
@@ -210,18 +212,61 @@ def aladin_ipm(
         fac = jax.vmap(factor)(qp, z / s)
         M = jax.vmap(coupling_curvature)(fac, sc)
         comp = jnp.sum(s * z, axis=1)
-        # predictor
-        dx_a, ds_a, dz_a, _ = direction(fac, M, local, r_d, r_p, s * z)
-        steps_a = agg.StepMessage(jax.vmap(max_step)(s, ds_a), jax.vmap(max_step)(z, dz_a), comp,
-                                  jnp.full(N, s.shape[1]))
-        a_aff = jnp.minimum(jnp.min(steps_a.max_primal), jnp.min(steps_a.max_dual))
-        trial = steps_a._replace(complementarity=jnp.sum((s + a_aff * ds_a) * (z + a_aff * dz_a), axis=1))
-        sigma = agg.centring(trial, comp)
-        mu = jnp.sum(comp) / (N * s.shape[1])
-        # corrector
-        r_c = s * z + ds_a * dz_a - sigma * mu
-        dx, ds, dz, dlam = direction(fac, M, local, r_d, r_p, r_c)
-        steps = agg.StepMessage(jax.vmap(max_step)(s, ds), jax.vmap(max_step)(z, dz), comp, jnp.full(N, s.shape[1]))
+        rows = s.shape[1]
+        mu = jnp.sum(comp) / (N * rows)
+        zero_d = jax.tree.map(jnp.zeros_like, r_d)
+        zero_p = jnp.zeros_like(r_p)
+
+        def fleet_steps(ds_, dz_):
+            return agg.StepMessage(jax.vmap(max_step)(s, ds_), jax.vmap(max_step)(z, dz_), comp,
+                                   jnp.full(N, rows))
+
+        def step_len(ds_, dz_):
+            return jnp.minimum(*agg.common_step(fleet_steps(ds_, dz_)))
+
+        # One loop over the coupled solves of an iteration, so that the solve is compiled once:
+        # k = 0 predictor (affine), k = 1 Mehrotra corrector, k >= 2 Gondzio's centrality correctors.
+        # Each is a full coupled solve with the same factorisations: local step, aggregator, recovery.
+        def solve_k(k, carry):
+            dirn, aff, target_c = carry
+            dx, ds, dz, dlam = dirn
+            ds_a, dz_a = aff
+            # right-hand sides
+            if PER_BATTERY_CENTRING:
+                a_aff = step_len(ds_a, dz_a)
+                trial = jnp.sum((s + a_aff * ds_a) * (z + a_aff * dz_a), axis=1)
+                tc1 = (jnp.clip((trial / comp) ** 3, 0.0, 1.0) * comp / rows)[:, None]
+            else:
+                a_aff = step_len(ds_a, dz_a)
+                trial = fleet_steps(ds_a, dz_a)._replace(
+                    complementarity=jnp.sum((s + a_aff * ds_a) * (z + a_aff * dz_a), axis=1))
+                tc1 = agg.centring(trial, comp) * mu
+            target_c = jnp.where(k == 1, tc1, target_c)
+            a_cur = step_len(ds, dz)
+            a_try = jnp.minimum(1.0, 1.5 * a_cur + 0.1)
+            v = (s + a_try * ds) * (z + a_try * dz)
+            lo, hi = 0.1 * target_c, 10.0 * target_c
+            t_v = jnp.clip(v, lo, hi) - v
+            t_v = jnp.where(t_v > hi, hi, t_v)  # cap large corrections (Gondzio's safeguard)
+            r_c = jnp.where(k == 0, s * z, jnp.where(k == 1, s * z + ds_a * dz_a - target_c, -t_v))
+            use_res = k <= 1
+            rd_k = jax.tree.map(lambda a, b: jnp.where(use_res, a, b), r_d, zero_d)
+            rp_k = jnp.where(use_res, r_p, zero_p)
+            cx, cs, cz, cl = direction(fac, M, local, rd_k, rp_k, r_c)
+            # combine: k <= 1 replaces the direction; k >= 2 adds the correction if it lengthens the step
+            ndx, nds, ndz, ndl = _pmap(jnp.add, dx, cx), ds + cs, dz + cz, dlam + cl
+            better = step_len(nds, ndz) >= 1.01 * a_cur
+            take_new = (k <= 1)
+            take_sum = (k >= 2) & better
+            pick = lambda c, n, o: jnp.where(take_new, c, jnp.where(take_sum, n, o))  # noqa: E731
+            new_dir = (jax.tree.map(pick, cx, ndx, dx), pick(cs, nds, ds), pick(cz, ndz, dz), pick(cl, ndl, dlam))
+            new_aff = (jnp.where(k == 0, cs, ds_a), jnp.where(k == 0, cz, dz_a))
+            return new_dir, new_aff, target_c
+
+        zdir = (jax.tree.map(jnp.zeros_like, local.x), jnp.zeros_like(s), jnp.zeros_like(z), jnp.zeros_like(lam))
+        init = (zdir, (jnp.zeros_like(s), jnp.zeros_like(z)), jnp.zeros_like(s))
+        (dx, ds, dz, dlam), _, _ = lax.fori_loop(0, 2 + GONDZIO_CORRECTORS, solve_k, init)
+        steps = fleet_steps(ds, dz)
         a_p, a_d = agg.common_step(steps)
         if not SEPARATE_STEPS:
             a_p = a_d = jnp.minimum(a_p, a_d)

@@ -1,0 +1,564 @@
+"""Market-data ingress: synthetic day-ahead prices, ENTSO-E fetch and CSV import, price files.
+
+A *price file* is a CSV with ``timestamp`` (ISO 8601; UTC, or with an explicit offset) and
+``price_eur_per_mwh`` (EUR/MWh), plus optional numeric exogenous columns (e.g. ``renewable_share``, a
+day-ahead forecast known before gate closure). Inside the package every timestamp is a timezone-aware
+UTC ``pd.Timestamp`` marking the *start* of its delivery step.
+
+Delivery days are local days of the market (``Europe/Berlin``: CET/CEST), so a day has 23, 24 or 25
+hourly steps, or 92, 96 or 100 quarter-hour steps (the European day-ahead market trades 15-minute
+products since 1 October 2025). ``harmonise_resolution`` turns a file that switches from 60- to
+15-minute steps into one 15-minute series (an hourly price holds for each of its four quarters).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jaxvpp.errors import InputError
+
+TIMESTAMP = "timestamp"
+PRICE = "price_eur_per_mwh"
+#: Market time zone of the delivery day (CET/CEST, as used by the European day-ahead auction).
+MARKET_TZ = "Europe/Berlin"
+#: Step lengths (minutes) the package accepts.
+RESOLUTIONS = (15, 30, 60)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing files atomically
+# ----------------------------------------------------------------------------------------------------
+
+
+def write_files_atomic(out_dir: str | Path, files: Mapping[str, str | bytes | Callable[[Path], None]]) -> None:
+    """Write several files into ``out_dir`` so that none is half-written on failure.
+
+    Each value is the text, the bytes, or a function that writes the file at the path it is given (e.g. a
+    matplotlib ``savefig``). Everything is first written into a temporary folder inside ``out_dir``; only
+    when all files exist are they moved into place (``os.replace``, atomic per file).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
+    try:
+        for name, content in files.items():
+            path = tmp / name
+            if callable(content):
+                content(path)
+            elif isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        for name in files:
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_file_atomic(path: str | Path, content: str | bytes) -> None:
+    """Write one file through a temporary neighbour and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content.encode() if isinstance(content, str) else content)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------------
+# Delivery days and resolution
+# ----------------------------------------------------------------------------------------------------
+
+
+def delivery_day_steps(day: str | pd.Timestamp, resolution_minutes: int = 60, tz: str = MARKET_TZ) -> pd.DatetimeIndex:
+    """UTC start times of every step of the local delivery ``day`` (23/24/25 hourly or 92/96/100 quarter-hour steps)."""
+    _check_resolution(resolution_minutes)
+    d = pd.Timestamp(day)
+    d = d.tz_convert(tz) if d.tzinfo is not None else d.tz_localize(tz)
+    start = d.normalize()
+    end = (start.tz_localize(None) + pd.Timedelta(days=1)).tz_localize(tz)
+    idx = pd.date_range(start, end, freq=f"{resolution_minutes}min", inclusive="left")
+    return idx.tz_convert("UTC")
+
+
+def local_day(ts: pd.DatetimeIndex | pd.Series, tz: str = MARKET_TZ) -> pd.DatetimeIndex:
+    """The local delivery day (naive midnight) of each UTC timestamp."""
+    idx = pd.DatetimeIndex(ts)
+    return idx.tz_convert(tz).tz_localize(None).normalize()
+
+
+def local_slot(ts: pd.DatetimeIndex | pd.Series, tz: str = MARKET_TZ) -> np.ndarray:
+    """Wall-clock minutes since local midnight (the repeated autumn hour shares its slots; the spring gap has none)."""
+    loc = pd.DatetimeIndex(ts).tz_convert(tz)
+    return np.asarray(loc.hour * 60 + loc.minute, dtype=np.int64)
+
+
+def _check_resolution(minutes: int) -> None:
+    if minutes not in RESOLUTIONS:
+        raise InputError(f"resolution must be one of {RESOLUTIONS} minutes, got {minutes}", column="resolution")
+
+
+def step_minutes(ts: pd.DatetimeIndex) -> np.ndarray:
+    """Length (minutes) of each step: the gap to the next timestamp, or to the previous one across a gap or at the end."""
+    t = pd.DatetimeIndex(ts).as_unit("ns").asi8 // 60_000_000_000  # integer minutes
+    n = len(t)
+    if n < 2:
+        return np.full(n, 60, dtype=np.int64)
+    nxt = np.diff(t)
+    dur = np.empty(n, dtype=np.int64)
+    dur[:-1] = nxt
+    dur[-1] = nxt[-1]
+    for i in range(n):  # across a gap (missing data) or at the end: use the previous step's length
+        if dur[i] > max(RESOLUTIONS):
+            dur[i] = dur[i - 1] if i > 0 and dur[i - 1] <= max(RESOLUTIONS) else 60
+    return dur
+
+
+def harmonise_resolution(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Bring a price frame to one resolution, the finest it contains; returns the frame and that step (minutes).
+
+    A coarser step (e.g. an hourly product before 1 October 2025) is repeated for each finer step it spans,
+    with the same price and exogenous values: that is the price the hourly product paid in each quarter.
+    """
+    if len(df) == 0:
+        return df, 60
+    dur = step_minutes(pd.DatetimeIndex(df[TIMESTAMP]))
+    finest = int(dur.min())
+    if finest not in RESOLUTIONS or np.any(dur % finest):
+        raise InputError(f"step lengths {sorted(set(dur.tolist()))} min are not whole multiples of one of {RESOLUTIONS} min",
+                         column=TIMESTAMP)
+    if np.all(dur == finest):
+        return df.reset_index(drop=True), finest
+    reps = dur // finest
+    out = df.loc[df.index.repeat(reps)].reset_index(drop=True)
+    offset = np.concatenate([np.arange(r) for r in reps]) * finest
+    out[TIMESTAMP] = pd.DatetimeIndex(out[TIMESTAMP]) + pd.to_timedelta(offset, unit="min")
+    return out, finest
+
+
+def to_resolution(df: pd.DataFrame, minutes: int) -> pd.DataFrame:
+    """Resample a single-resolution price frame to ``minutes``: finer by repeating, coarser by the mean (UTC-aligned)."""
+    _check_resolution(minutes)
+    df, res = harmonise_resolution(df)
+    if minutes == res:
+        return df
+    if minutes < res:
+        if res % minutes:
+            raise InputError(f"cannot split {res}-minute steps into {minutes}-minute steps", column="resolution")
+        reps = res // minutes
+        out = df.loc[df.index.repeat(reps)].reset_index(drop=True)
+        out[TIMESTAMP] = pd.DatetimeIndex(out[TIMESTAMP]) + pd.to_timedelta(
+            np.tile(np.arange(reps) * minutes, len(df)), unit="min")
+        return out
+    key = pd.DatetimeIndex(df[TIMESTAMP]).floor(f"{minutes}min")
+    out = df.drop(columns=[TIMESTAMP]).groupby(key).mean()
+    out.index.name = TIMESTAMP
+    return out.reset_index()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Price files
+# ----------------------------------------------------------------------------------------------------
+
+
+def _line(i: int) -> int:
+    """File line number of data row ``i`` (0-based; the header is line 1)."""
+    return int(i) + 2
+
+
+def parse_timestamps(values: pd.Series, *, file: str | None = None, column: str = TIMESTAMP) -> pd.DatetimeIndex:
+    """Parse ISO 8601 strings into UTC (naive strings are taken as UTC); a bad cell raises ``InputError``."""
+    raw = values.astype("string")
+    empty = raw.isna() | (raw.str.strip() == "")
+    if empty.any():
+        i = int(np.flatnonzero(empty.to_numpy())[0])
+        raise InputError("missing timestamp", file=file, row=_line(i), column=column)
+    parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
+    bad = parsed.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(f"cannot parse timestamp {raw.iloc[i]!r} (expected ISO 8601, e.g. 2025-01-01T00:00:00Z)",
+                         file=file, row=_line(i), column=column)
+    return pd.DatetimeIndex(parsed).as_unit("ns")
+
+
+def _numeric(values: pd.Series, *, file: str | None, column: str, allow_missing: np.ndarray | None = None,
+             lines: np.ndarray | None = None) -> np.ndarray:
+    """Float values of a column of cells; an empty, NaN, non-numeric or infinite cell raises ``InputError``."""
+    line = (lambda i: int(lines[i])) if lines is not None else _line
+    raw = values.astype("string").str.strip()
+    num = pd.to_numeric(raw, errors="coerce").astype("float64").to_numpy()
+    empty = (raw.isna() | (raw == "")).to_numpy()
+    nan_text = raw.str.lower().isin(["nan", "-nan", "na", "n/a", "n/e", "-"]).fillna(False).to_numpy()
+    allowed = np.zeros(len(num), bool) if allow_missing is None else allow_missing
+    for mask, what in ((empty & ~allowed, "missing value"), (nan_text & ~allowed, "missing value (NaN)")):
+        if mask.any():
+            i = int(np.flatnonzero(mask)[0])
+            raise InputError(what, file=file, row=line(i), column=column)
+    bad = np.isnan(num) & ~empty & ~nan_text
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"not a number: {raw.iloc[i]!r}", file=file, row=line(i), column=column)
+    inf = np.isinf(num)
+    if inf.any():
+        i = int(np.flatnonzero(inf)[0])
+        raise InputError("value is not finite", file=file, row=line(i), column=column)
+    return num
+
+
+def check_timestamps(ts: pd.DatetimeIndex, *, file: str | None = None, lines: np.ndarray | None = None) -> None:
+    """Timestamps must be strictly increasing, unique and on a 15-minute grid."""
+    line = (lambda i: int(lines[i])) if lines is not None else _line
+    ts = pd.DatetimeIndex(ts)
+    t = ts.as_unit("ns").asi8
+    d = np.diff(t)
+    if np.any(d == 0):
+        i = int(np.flatnonzero(d == 0)[0]) + 1
+        raise InputError(f"duplicate timestamp {ts[i].isoformat()}", file=file, row=line(i), column=TIMESTAMP)
+    if np.any(d < 0):
+        i = int(np.flatnonzero(d < 0)[0]) + 1
+        raise InputError(f"timestamps not increasing: {ts[i].isoformat()} after {ts[i - 1].isoformat()}",
+                         file=file, row=line(i), column=TIMESTAMP)
+    off = (t // 1_000_000_000) % (15 * 60)
+    if np.any(off):
+        i = int(np.flatnonzero(off)[0])
+        raise InputError(f"timestamp {ts[i].isoformat()} is not on a 15-minute boundary", file=file,
+                         row=line(i), column=TIMESTAMP)
+
+
+def validate_prices(df: pd.DataFrame, *, file: str | None = None, allow_future: bool = False) -> pd.DataFrame:
+    """Check and normalise a price frame (raw cells or numbers) into UTC timestamps and float columns.
+
+    With ``allow_future`` the price may be empty in a trailing block of rows whose exogenous columns are all
+    given (exogenous forecasts for the day to forecast); anywhere else an empty cell is an error.
+    """
+    if TIMESTAMP not in df.columns:
+        raise InputError(f"missing column {TIMESTAMP!r} (found {list(df.columns)})", file=file, column=TIMESTAMP)
+    if PRICE not in df.columns:
+        raise InputError(f"missing column {PRICE!r} (found {list(df.columns)})", file=file, column=PRICE)
+    if len(df) == 0:
+        raise InputError("no data rows", file=file)
+    dup = [c for c in df.columns if list(df.columns).count(c) > 1]
+    if dup:
+        raise InputError(f"duplicate column {dup[0]!r}", file=file, column=str(dup[0]))
+    df = df.reset_index(drop=True)
+    if pd.api.types.is_datetime64_any_dtype(df[TIMESTAMP]):
+        ts = pd.DatetimeIndex(df[TIMESTAMP])
+        ts = (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).as_unit("ns")
+    else:
+        ts = parse_timestamps(df[TIMESTAMP], file=file)
+    check_timestamps(ts, file=file)
+    out = pd.DataFrame({TIMESTAMP: ts})
+    exog = [c for c in df.columns if c not in (TIMESTAMP, PRICE)]
+    allow = None
+    if allow_future:
+        p = df[PRICE].astype("string").str.strip()
+        missing = (p.isna() | (p == "")).to_numpy()
+        tail = np.zeros(len(df), bool)
+        if missing.any():
+            k = len(df)
+            while k > 0 and missing[k - 1]:
+                k -= 1
+            tail[k:] = True
+        allow = tail
+    out[PRICE] = _numeric(df[PRICE], file=file, column=PRICE, allow_missing=allow)
+    for c in exog:
+        out[str(c)] = _numeric(df[c], file=file, column=str(c))
+    if np.isnan(out[PRICE]).all():
+        raise InputError("no prices given", file=file, column=PRICE)
+    return out
+
+
+def read_price_file(path: str | Path, *, allow_future: bool = False) -> pd.DataFrame:
+    """Read and validate a price file (``timestamp, price_eur_per_mwh`` plus optional exogenous columns)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("price file not found", file=str(path))
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a readable CSV file: {exc}", file=str(path)) from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return validate_prices(raw, file=str(path), allow_future=allow_future)
+
+
+def format_timestamps(ts: pd.DatetimeIndex | pd.Series) -> list[str]:
+    """UTC ISO 8601 strings, e.g. ``2025-10-01T00:15:00Z``."""
+    idx = pd.DatetimeIndex(ts)
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    return list(idx.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def price_file_text(df: pd.DataFrame) -> str:
+    """The CSV text of a price frame (UTC ISO 8601 timestamps first, then the price, then exogenous columns)."""
+    out = df.copy()
+    out[TIMESTAMP] = format_timestamps(out[TIMESTAMP])
+    cols = [TIMESTAMP, PRICE] + [c for c in out.columns if c not in (TIMESTAMP, PRICE)]
+    return out[cols].to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def write_price_file(df: pd.DataFrame, path: str | Path) -> None:
+    """Validate ``df`` and write it as a price file (atomically)."""
+    validate_prices(df, allow_future=True)
+    write_file_atomic(path, price_file_text(df))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Synthetic day-ahead prices
+# ----------------------------------------------------------------------------------------------------
+
+
+def synthetic_prices(
+    days: int = 365,
+    resolution_minutes: int = 60,
+    seed: int = 0,
+    *,
+    start: str = "2024-01-01",
+    tz: str = MARKET_TZ,
+) -> pd.DataFrame:
+    """A seeded synthetic day-ahead price series (EUR/MWh) with a renewable-share driver.
+
+    Merit-order model: price = fuel level x convex supply curve of the residual demand
+    ``D_t (1 - S_t)``, plus heavy-tailed (Student-t, 3 d.o.f.) autocorrelated noise and scarcity spikes.
+
+    * demand ``D_t``: morning and evening peaks in local time, weekends lower, winter higher;
+    * renewable share ``S_t`` in [0, 0.95]: solar (daylight bell, larger in summer, daily cloudiness)
+      plus wind (persistent over days, stronger in winter); high shares give negative prices;
+    * fuel level: slow multiplicative random walk with drift (gas/CO2 prices), seasonal price level;
+    * columns: ``timestamp`` (UTC), ``price_eur_per_mwh``, ``renewable_share`` = the day-ahead forecast of
+      ``S_t`` (the truth plus forecast error), an exogenous column known before the auction.
+
+    ``days`` whole local delivery days from ``start`` at ``resolution_minutes`` (15, 30 or 60).
+    """
+    _check_resolution(resolution_minutes)
+    if days < 1:
+        raise InputError(f"days must be at least 1, got {days}", column="days")
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp(start)
+    t0 = (t0.tz_convert(tz) if t0.tzinfo is not None else t0.tz_localize(tz)).normalize()
+    t1 = (t0.tz_localize(None) + pd.Timedelta(days=days)).tz_localize(tz)
+    idx = pd.date_range(t0, t1, freq=f"{resolution_minutes}min", inclusive="left")
+    n = len(idx)
+    loc = idx
+    hour = np.asarray(loc.hour + loc.minute / 60.0, dtype=float) + resolution_minutes / 120.0  # mid-step
+    dow = np.asarray(loc.dayofweek)
+    doy = np.asarray(loc.dayofyear, dtype=float)
+    day_no = np.asarray((loc.tz_localize(None).normalize() - t0.tz_localize(None)).days)
+    steps_per_hour = 60.0 / resolution_minutes
+    winter = np.cos(2 * np.pi * (doy - 15) / 365.25)  # +1 mid-January, -1 mid-July
+
+    # demand (normalised): daily shape, weekend, season
+    shape = (0.72 + 0.16 * np.exp(-((hour - 9.0) ** 2) / 6.0) + 0.20 * np.exp(-((hour - 19.0) ** 2) / 5.0)
+             - 0.10 * np.exp(-((hour - 3.5) ** 2) / 6.0))
+    weekend = np.where(dow == 6, 0.82, np.where(dow == 5, 0.90, 1.0))
+    demand = shape * weekend * (1.0 + 0.07 * winter)
+
+    # renewable share: solar + wind
+    sun = np.clip(np.sin(np.pi * (hour - 6.5 + 1.5 * (1 - winter) / 2) / (11.0 + 5.0 * (1 - winter) / 2)), 0, None)
+    sun = np.where((hour > 4) & (hour < 22), sun, 0.0)
+    cloud = np.clip(rng.beta(2.5, 1.5, size=days + 1), 0.05, 1.0)[day_no]
+    solar = (0.22 + 0.18 * (1 - winter) / 2) * sun ** 1.5 * cloud
+    wind_hours = np.arange(n) / steps_per_hour
+    phi = 0.985 ** (1.0 / steps_per_hour)  # hourly persistence ~ 0.985 (a weather system lasts days)
+    eps = rng.standard_normal(n) * np.sqrt(1 - phi ** 2)
+    w = np.empty(n)
+    w[0] = eps[0] / np.sqrt(1 - phi ** 2)
+    for i in range(1, n):
+        w[i] = phi * w[i - 1] + eps[i]
+    wind = np.clip(0.28 + 0.06 * winter + 0.17 * w + 0.02 * np.sin(2 * np.pi * wind_hours / 24 + 1.0), 0.02, None)
+    share = np.clip(solar + wind, 0.0, 0.95)
+    share_fc = np.clip(share + 0.02 * rng.standard_normal(n) + 0.02 * rng.standard_normal(days + 1)[day_no], 0.0, 0.95)
+
+    # fuel level: multiplicative random walk (daily) with drift; seasonal level
+    fuel_steps = rng.normal(0.0004, 0.012, size=days + 1)
+    fuel = np.exp(np.cumsum(fuel_steps))[day_no]
+    level = fuel * (1.0 + 0.08 * winter)
+
+    # merit order: convex supply curve of residual demand
+    r = demand * (1.0 - share)
+    base = -45.0 + 190.0 * r + 45.0 * np.exp(9.0 * (r - 0.80))
+    base = np.where(base < 0, base * 0.6, base)  # negative prices are damped (curtailment)
+
+    # heavy-tailed AR(1) noise and scarcity spikes (EUR/MWh)
+    phi_n = 0.8 ** (1.0 / steps_per_hour)
+    innov = rng.standard_t(3, size=n) * 5.0 * np.sqrt(1 - phi_n ** 2) / np.sqrt(3.0)
+    noise = np.empty(n)
+    noise[0] = innov[0]
+    for i in range(1, n):
+        noise[i] = phi_n * noise[i - 1] + innov[i]
+    noise *= np.sqrt(3.0) * 1.6
+    daily_shock = rng.standard_t(4, size=days + 1)[day_no] * 4.0
+    spike_p = 0.004 / steps_per_hour * (1 + 4 * np.clip((r - 0.6) / 0.3, 0, 1))
+    spikes = (rng.random(n) < spike_p) * rng.exponential(120.0, size=n)
+    dips = (rng.random(n) < 0.002 / steps_per_hour * (share > 0.6)) * -rng.exponential(60.0, size=n)
+    quarter = 0.0
+    if resolution_minutes == 15:  # quarter-hour sawtooth inside the hour (ramp effects of 15-min products)
+        quarter = 3.0 * (np.asarray(loc.minute) / 15.0 - 1.5) * np.sign(np.gradient(demand))
+    price = level * base + noise + daily_shock + spikes + dips + quarter
+    return pd.DataFrame({
+        TIMESTAMP: idx.tz_convert("UTC").as_unit("ns"),
+        PRICE: np.round(price, 2),
+        "renewable_share": np.round(share_fc, 4),
+    })
+
+
+# ----------------------------------------------------------------------------------------------------
+# ENTSO-E: Transparency Platform CSV exports and the API through entsoe-py
+# ----------------------------------------------------------------------------------------------------
+
+_TZ_MARK = re.compile(r"\((CET|CEST|UTC)\)")
+
+
+def _entsoe_columns(raw: pd.DataFrame, file: str) -> tuple[str, str]:
+    mtu = [c for c in raw.columns if c.strip().upper().startswith("MTU")]
+    price = [c for c in raw.columns if "price" in c.lower() and "eur" in c.lower()]
+    if not mtu:
+        raise InputError(f"no 'MTU ...' column: not an ENTSO-E day-ahead price export (found {list(raw.columns)})",
+                         file=file, column="MTU")
+    if not price:
+        raise InputError(f"no 'Day-ahead Price [EUR/MWh]' column (found {list(raw.columns)})", file=file,
+                         column="Day-ahead Price [EUR/MWh]")
+    return mtu[0], price[0]
+
+
+def read_entsoe_csv(path: str | Path, *, tz: str = MARKET_TZ) -> pd.DataFrame:
+    """Import a day-ahead price CSV exported from the ENTSO-E Transparency Platform into a price frame (UTC).
+
+    Accepts the legacy export (``MTU (CET/CEST)`` = ``"01.01.2023 00:00 - 01.01.2023 01:00"``,
+    ``Day-ahead Price [EUR/MWh]``) and the current one (``"01/01/2025 00:00:00 - 01/01/2025 00:15:00"``,
+    ``Day-ahead Price (EUR/MWh)``, optional ``Sequence``). ``MTU (UTC)`` columns are read as UTC; otherwise the
+    local times are resolved with ``tz``: the repeated autumn hour by its ``(CET)``/``(CEST)`` mark or, without
+    marks, by order. Empty, ``-`` and ``n/e`` prices (no auction result) are dropped.
+    """
+    path = Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise InputError("ENTSO-E CSV file not found", file=file)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a readable CSV file: {exc}", file=file) from None
+    raw.columns = [str(c).strip().strip('"') for c in raw.columns]
+    mtu_col, price_col = _entsoe_columns(raw, file)
+    seq_col = next((c for c in raw.columns if c.lower().startswith("sequence")), None)
+    if seq_col is not None:  # keep one auction sequence (the first one listed)
+        first = raw[seq_col].iloc[0] if len(raw) else ""
+        raw = raw[raw[seq_col] == first]
+    raw = raw.reset_index()  # keeps the original row number in 'index'
+    text = raw[mtu_col].astype(str).str.strip()
+    start_text = text.str.split(" - ", n=1).str[0].str.strip()
+    marks = start_text.str.extract(_TZ_MARK)[0]
+    start_clean = start_text.str.replace(_TZ_MARK, "", regex=True).str.strip()
+    parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
+    for fmt in ("%d.%m.%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S",
+                "%Y-%m-%d %H:%M"):
+        todo = parsed.isna()
+        if not todo.any():
+            break
+        parsed[todo] = pd.to_datetime(start_clean[todo], format=fmt, errors="coerce")
+    if parsed.isna().any():
+        i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+        raise InputError(f"cannot parse delivery period {text.iloc[i]!r}", file=file,
+                         row=_line(int(raw["index"].iloc[i])), column=mtu_col)
+    naive = pd.DatetimeIndex(parsed)
+    if "UTC" in mtu_col.upper():
+        ts = naive.tz_localize("UTC")
+    else:
+        if marks.notna().any():
+            ambiguous = (marks == "CEST").to_numpy()  # True = DST side of a repeated hour
+            ts = naive.tz_localize(tz, ambiguous=ambiguous, nonexistent="raise")
+        else:
+            try:
+                ts = naive.tz_localize(tz, ambiguous="infer")
+            except Exception as exc:  # pytz/zoneinfo AmbiguousTimeError or NonExistentTimeError
+                raise InputError(f"cannot place local times in {tz}: {exc}", file=file, column=mtu_col) from None
+        ts = ts.tz_convert("UTC")
+    price_raw = raw[price_col].astype(str).str.strip()
+    keep = ~price_raw.str.lower().isin(["", "-", "n/e", "nan", "n/a"])
+    frame = pd.DataFrame({TIMESTAMP: ts[keep.to_numpy()].as_unit("ns"), PRICE: price_raw[keep].to_numpy()})
+    if len(frame) == 0:
+        raise InputError("the export holds no prices", file=file, column=price_col)
+    lines = raw["index"][keep].to_numpy() + 2  # line numbers in the export (header = line 1)
+    check_timestamps(frame[TIMESTAMP], file=file, lines=lines)
+    frame[PRICE] = _numeric(frame[PRICE], file=file, column=price_col, lines=lines)
+    return frame
+
+
+def read_entsoe_csvs(paths: list[str | Path], *, tz: str = MARKET_TZ) -> pd.DataFrame:
+    """Import and concatenate several ENTSO-E exports (e.g. one per year); overlapping steps must agree."""
+    frames = [read_entsoe_csv(p, tz=tz) for p in paths]
+    df = pd.concat(frames, ignore_index=True).sort_values(TIMESTAMP, kind="stable")
+    dup = df.duplicated(TIMESTAMP, keep=False)
+    if dup.any():
+        g = df[dup].groupby(TIMESTAMP)[PRICE].nunique()
+        if (g > 1).any():
+            raise InputError(f"the exports disagree on the price at {g[g > 1].index[0].isoformat()}", column=PRICE)
+        df = df.drop_duplicates(TIMESTAMP)
+    return validate_prices(df.reset_index(drop=True))
+
+
+def fetch_entsoe(
+    zone: str,
+    start: str,
+    end: str,
+    *,
+    cache_dir: str | Path = "data/raw",
+    refresh: bool = False,
+    api_key: str | None = None,
+    tz: str = MARKET_TZ,
+) -> tuple[pd.DataFrame, Path]:
+    """Day-ahead prices of bidding ``zone`` (e.g. ``DE_LU``) for local days ``start`` (inclusive) to ``end`` (exclusive).
+
+    Uses entsoe-py (``pip install 'jaxvpp[entsoe]'``) with the API key from ``ENTSOE_API_KEY``. The price file is
+    cached as ``cache_dir/entsoe_<zone>_<start>_<end>.csv`` and read from there unless ``refresh``. Returns the
+    frame (UTC; a mix of hourly and 15-minute products is kept as delivered) and the cache path.
+    """
+    t_start, t_end = pd.Timestamp(start), pd.Timestamp(end)
+    if not t_end > t_start:
+        raise InputError(f"--end ({end}) must be after --start ({start})", column="--end")
+    cache = Path(cache_dir) / f"entsoe_{zone}_{t_start:%Y%m%d}_{t_end:%Y%m%d}.csv"
+    if cache.is_file() and not refresh:
+        return read_price_file(cache), cache
+    key = api_key or os.environ.get("ENTSOE_API_KEY", "").strip()
+    if not key:
+        raise InputError("the ENTSO-E API key is not set: export ENTSOE_API_KEY=<your token> (request one from "
+                         "transparency@entsoe.eu), or import an exported CSV with --import-csv", column="ENTSOE_API_KEY")
+    try:
+        from entsoe import EntsoePandasClient
+    except ImportError:
+        raise InputError("entsoe-py is not installed: pip install 'jaxvpp[entsoe]' (or entsoe-py), or import an "
+                         "exported CSV with --import-csv") from None
+    client = EntsoePandasClient(api_key=key)
+    s0 = t_start.tz_localize(tz) if t_start.tzinfo is None else t_start
+    s1 = t_end.tz_localize(tz) if t_end.tzinfo is None else t_end
+    try:
+        series = client.query_day_ahead_prices(zone, start=s0, end=s1)
+    except Exception as exc:  # network, authentication, no data: report rather than crash
+        raise InputError(f"ENTSO-E query for {zone} {start}..{end} failed: {type(exc).__name__}: {exc}") from None
+    df = entsoe_series_to_frame(series)
+    write_price_file(df, cache)
+    return df, cache
+
+
+def entsoe_series_to_frame(series: pd.Series | pd.DataFrame) -> pd.DataFrame:
+    """The entsoe-py result (prices indexed by tz-aware step starts) as a validated UTC price frame."""
+    if isinstance(series, pd.DataFrame):
+        series = series.iloc[:, 0]
+    idx = pd.DatetimeIndex(series.index)
+    if idx.tz is None:
+        raise InputError("entsoe-py returned naive timestamps", column=TIMESTAMP)
+    df = pd.DataFrame({TIMESTAMP: idx.tz_convert("UTC").as_unit("ns"), PRICE: np.asarray(series, dtype=float)})
+    df = df.dropna().sort_values(TIMESTAMP).drop_duplicates(TIMESTAMP, keep="last").reset_index(drop=True)
+    return validate_prices(df)
