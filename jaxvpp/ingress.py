@@ -90,7 +90,7 @@ def delivery_day_steps(day: str | pd.Timestamp, resolution_minutes: int = 60, tz
     start = d.normalize()
     end = (start.tz_localize(None) + pd.Timedelta(days=1)).tz_localize(tz)
     idx = pd.date_range(start, end, freq=f"{resolution_minutes}min", inclusive="left")
-    return idx.tz_convert("UTC")
+    return idx.tz_convert("UTC").as_unit("ns")
 
 
 def local_day(ts: pd.DatetimeIndex | pd.Series, tz: str = MARKET_TZ) -> pd.DatetimeIndex:
@@ -353,8 +353,8 @@ def synthetic_prices(
     n = len(idx)
     loc = idx
     hour = np.asarray(loc.hour + loc.minute / 60.0, dtype=float) + resolution_minutes / 120.0  # mid-step
-    dow = np.asarray(loc.dayofweek)
-    doy = np.asarray(loc.dayofyear, dtype=float)
+    dow = np.asarray(loc.day_of_week)
+    doy = np.asarray(loc.day_of_year, dtype=float)
     day_no = np.asarray((loc.tz_localize(None).normalize() - t0.tz_localize(None)).days)
     steps_per_hour = 60.0 / resolution_minutes
     winter = np.cos(2 * np.pi * (doy - 15) / 365.25)  # +1 mid-January, -1 mid-July
