@@ -299,8 +299,8 @@ def build_features(series: PreparedSeries, rows: pd.DataFrame, *, weekly: bool) 
     slot = rows["slot"].to_numpy()
     loc = pd.DatetimeIndex(rows[TIMESTAMP]).tz_convert(series.tz)
     frac = slot / 1440.0
-    doy = np.asarray(loc.dayofyear, dtype=float)
-    dow = np.asarray(day.dayofweek, dtype=float)
+    doy = np.asarray(loc.day_of_year, dtype=float)
+    dow = np.asarray(day.day_of_week, dtype=float)
     P = series.tables[PRICE]
     f: dict[str, np.ndarray] = {
         "hour": slot / 60.0,
@@ -333,8 +333,12 @@ def build_features(series: PreparedSeries, rows: pd.DataFrame, *, weekly: bool) 
 def fit_quantile_models(X: np.ndarray, y: np.ndarray, cfg: ForecastConfig) -> list:
     """One fitted scikit-learn model per level of ``cfg.levels``.
 
-    Fits run single-threaded: on these small problems OpenMP threads cost more than they save.
+    Fits run single-threaded: on these small problems OpenMP threads cost more than they save (and their
+    spin-waiting slows a busy machine down badly). scikit-learn is imported first so that its OpenMP
+    runtime is loaded when the limit is set.
     """
+    import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime before the limit)
+    import sklearn.linear_model  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
@@ -362,9 +366,12 @@ def _fit_one(X: np.ndarray, y: np.ndarray, lv: float, cfg: ForecastConfig):
 
 def predict_quantiles(models: list, X: np.ndarray) -> np.ndarray:
     """Raw (uncalibrated, unsorted) predictions, shape ``(n, L)``."""
+    from threadpoolctl import threadpool_limits
+
     if len(X) == 0:
         return np.zeros((0, len(models)))
-    return np.column_stack([m.predict(X) for m in models])
+    with threadpool_limits(limits=1):
+        return np.column_stack([m.predict(X) for m in models])
 
 
 def conformal_shifts(pred: np.ndarray, y: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
