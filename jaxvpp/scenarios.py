@@ -192,7 +192,7 @@ class Reduced:
 
 
 def _kmeans(paths: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import KMeans  # imported before the limit: loads the OpenMP runtime
     from threadpoolctl import threadpool_limits
 
     k = min(k, len(paths))
