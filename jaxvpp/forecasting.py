@@ -639,6 +639,7 @@ def plot_risk_bands(result: ForecastResult, path: str | Path, tz: str = MARKET_T
             ax.step(t, frame["realised"], where="post", color="black", lw=0.8, label="realised")
         ax.set_ylabel("price (EUR/MWh)")
         ax.grid(alpha=0.3)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
 
     bt = result.backtest
     fan(axes[0], bt, True)
