@@ -278,6 +278,7 @@ PREDICTOR_REFINE = 0  #: refinement steps of the affine (predictor) direction
 CORRECTOR_REFINE = 1  #: refinement steps of the combined (corrector) direction
 BACKWARD_REFINE = 6  #: refinement steps of the implicit-differentiation solve
 ADJOINT_PENALTY = 1e6  #: penalty weight on active rows in the implicit-differentiation solve
+PIVOT_FLOOR = 1e-14  #: smallest Cholesky pivot of the equilibrated matrix (unit diagonal); refinement corrects
 
 
 def condensed_matrix(qp: BatteryQP, W: Array) -> tuple[Array, Array, Array]:
@@ -320,7 +321,8 @@ def _small_inv_chol(A: Array) -> Array:
 
     def chol_step(j, carry):
         S, L = carry
-        col = jnp.where(idx >= j, S[..., :, j] / jnp.sqrt(S[..., j, j])[..., None], 0.0)
+        pivot = jnp.sqrt(jnp.maximum(S[..., j, j], PIVOT_FLOOR))  # modified Cholesky: no pivot below the floor
+        col = jnp.where(idx >= j, S[..., :, j] / pivot[..., None], 0.0)
         return S - col[..., :, None] * col[..., None, :], L.at[..., :, j].set(col)
 
     _, L = lax.fori_loop(0, n, chol_step, (A, jnp.zeros_like(A)))
@@ -536,7 +538,7 @@ def ipm_solve(qp: BatteryQP, x0: Primal, s0: Array, z0: Array, tol: float, max_i
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
         return IPMState(
             x=jax.tree.map(keep, x_n, x), s=keep(s_n, s), z=keep(z_n, z),
-            iterations=st.iterations + 1, converged=conv & ok,
+            iterations=jnp.where(ok, st.iterations + 1, max_iter), converged=conv & ok,
             primal_residual=keep(pres, st.primal_residual), dual_residual=keep(dres, st.dual_residual),
             gap=keep(gap, st.gap),
         )

@@ -27,6 +27,7 @@ import numpy as np
 from jax import Array, lax
 
 from jaxvpp import aggregator as agg
+from jaxvpp.errors import InfeasibleTargetError
 from jaxvpp.battery import (
     BatteryQP,
     BatterySolution,
@@ -492,7 +493,14 @@ def coordinate(
     elif method == "centralized":
         from jaxvpp.reference import solve_fleet_reference
 
-        ref = solve_fleet_reference(fleet, market, settings, target)
+        try:
+            ref = solve_fleet_reference(fleet, market, settings, target)
+        except InfeasibleTargetError as exc:
+            return CoordinationResult(
+                method=method, status="infeasible_target", converged=False, iterations=0, solution=None,  # type: ignore[arg-type]
+                coupling_price_eur_per_mwh=np.full(T, np.nan), coupling_residual_mw=float("nan"),
+                objective_eur=float("nan"), wall_time_s=time.perf_counter() - t0,
+                infeasible_steps=[(int(t), "Clarabel found the target infeasible") for t in (exc.steps or [])])
         charge, discharge = jnp.asarray(ref["charge"]), jnp.asarray(ref["discharge"])
         status = "converged" if ref["status"] == "optimal" else "numerical_error"
         it = int(ref.get("iterations", 0) or 0)
@@ -507,8 +515,14 @@ def coordinate(
         hist["elapsed_s"] = times[:it] if times.size >= it else np.full(it, np.nan)
     if status == "converged" and not bool(np.all(np.isfinite(np.asarray(sol.net_mw)))):
         status = "numerical_error"
+    infeasible: list[tuple[int, str]] = []
+    if status == "infeasible_target":
+        price = np.abs(lam) / settings.dt_hours
+        for t in np.flatnonzero(price >= 1e-3 * np.max(price)):
+            infeasible.append((int(t), f"the coupling price diverged ({price[t]:.3g} EUR/MWh): the fleet cannot "
+                                       "meet the target with its power, ramp and energy limits"))
     return CoordinationResult(
         method=method, status=status, converged=status == "converged", iterations=it, solution=sol,
         coupling_price_eur_per_mwh=-lam / settings.dt_hours, coupling_residual_mw=cres,
         objective_eur=float(np.sum(np.asarray(sol.objective_eur))), wall_time_s=time.perf_counter() - t0,
-        history=hist)
+        history=hist, infeasible_steps=infeasible)

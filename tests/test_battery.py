@@ -160,11 +160,17 @@ def test_warm_start_reaches_same_optimum_with_coordination_terms():
                            warm_start=state)
     cold2 = solve_batteries(fleet, market, st, linear_price=price, prox_weight=2.0, prox_center=center)
     assert bool(np.all(warm.converged)) and bool(np.all(cold2.converged))
-    np.testing.assert_allclose(warm.net_mw, cold2.net_mw, atol=1e-6)
     for i in range(6):
         ref = solve_battery_reference(fleet_take(fleet, i), market, st, linear_price=np.asarray(price[i]),
                                       prox_weight=np.full(24, 2.0), prox_center=np.asarray(center[i]))
-        np.testing.assert_allclose(np.asarray(warm.net_mw[i]), ref["net"], atol=1e-5)
+        for sol in (warm, cold2):
+            # Schedules are pinned only through the proximal curvature (2 EUR/MW^2): an objective accurate to
+            # 1e-8 EUR fixes p to about sqrt(1e-8) MW, so the schedule check is looser than the objective's.
+            np.testing.assert_allclose(np.asarray(sol.net_mw[i]), ref["net"], atol=1e-4)
+            p = np.asarray(sol.net_mw[i])
+            extra = float(np.dot(np.asarray(price[i]), p) + np.sum((p - np.asarray(center[i])) ** 2))
+            obj = float(sol.objective_eur[i]) + extra
+            assert abs(obj - ref["objective_eur"]) <= 1e-7 * max(1.0, abs(ref["objective_eur"]))
 
 
 def test_metrics_of_zero_schedule():
