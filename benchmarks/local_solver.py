@@ -152,7 +152,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1,10,100,1000,10000")
     ap.add_argument("--methods", default="jaxvpp,clarabel_loop,clarabel_stacked,jaxopt_osqp")
-    ap.add_argument("--max-n", default="clarabel_loop=1000,clarabel_stacked=10000,jaxopt_osqp=100",
+    ap.add_argument("--max-n", default="clarabel_loop=1000,clarabel_stacked=10000,jaxopt_osqp=10",
                     help="largest N per baseline (slow baselines are skipped above it)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--one", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
