@@ -32,10 +32,15 @@ def _add_coordinate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dt-hours", type=float, default=1.0, help="step length in hours (default 1; 0.25 for 15-min)")
     p.add_argument("--baseline", choices=("zero", "expected"), default="zero",
                    help="loss baseline: Loss = -Revenue (zero) or E[Revenue] - Revenue (expected)")
-    p.add_argument("--method", choices=("ipm", "centralized"), default="ipm",
-                   help="ipm: jaxvpp's batched interior-point solver (default); centralized: cvxpy + Clarabel")
-    p.add_argument("--tol", type=float, default=1e-9, help="relative residual and gap tolerance (default 1e-9)")
-    p.add_argument("--max-iter", type=int, default=80, help="iteration limit (default 80)")
+    p.add_argument("--method", choices=("aladin", "admm", "centralized"), default="aladin",
+                   help="aladin: interior-point ALADIN in JAX (default; without --target every battery is solved "
+                        "alone by the batched interior-point solver); admm: the ADMM baseline; centralized: one "
+                        "cvxpy + Clarabel problem")
+    p.add_argument("--tol", type=float, default=None,
+                   help="relative residual and gap tolerance (default 1e-8 coordinated, 1e-9 alone; MW for admm)")
+    p.add_argument("--max-iter", type=int, default=None,
+                   help="iteration limit (default 50 for aladin, 300 for admm, 80 for the local solver)")
+    p.add_argument("--quiet", action="store_true", help="no per-iteration log")
     p.add_argument("--out", type=Path, default=Path("results"), help="output directory (default results/)")
     p.set_defaults(func=cmd_coordinate)
 
@@ -63,9 +68,9 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
         io.validate_alpha(args.alpha)
         if not (args.dt_hours > 0):
             raise InputError(f"--dt-hours must be positive, got {args.dt_hours}", column="--dt-hours")
-        if not (args.tol > 0):
+        if args.tol is not None and not (args.tol > 0):
             raise InputError(f"--tol must be positive, got {args.tol}", column="--tol")
-        if args.max_iter < 1:
+        if args.max_iter is not None and args.max_iter < 1:
             raise InputError(f"--max-iter must be at least 1, got {args.max_iter}", column="--max-iter")
         if (args.fleet is None) != (args.scenarios is None):
             raise InputError("give both --fleet and --scenarios, or neither for the built-in example",
@@ -81,28 +86,67 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     settings = Settings(dt_hours=args.dt_hours, alpha=args.alpha, baseline=args.baseline)
 
-    if target is not None and args.method != "centralized":
-        print("error: coordination against a --target is not available in this version; "
-              "use --method centralized", file=sys.stderr)
-        return EXIT_INPUT
+    extra_files: dict[str, str] = {}
+    if target is not None:
+        from jaxvpp.coordination import coordinate
 
-    if args.method == "centralized":
+        log = None if args.quiet else print
+        if log:
+            print(f"coordinating {len(ids)} batteries to the target ({args.method}):")
+        res = coordinate(fleet, market, target, settings, method=args.method,
+                         tol=args.tol if args.tol is not None else (1e-6 if args.method == "admm" else 1e-8),
+                         max_iter=args.max_iter, log=log)
+        if res.status == "infeasible_target":
+            steps_txt = "; ".join(f"step {steps[t]} (#{t + 1}): {why}" for t, why in res.infeasible_steps[:10])
+            print(f"error: infeasible target {args.target}: {steps_txt}", file=sys.stderr)
+            return EXIT_INFEASIBLE
+        sol = res.solution
+        charge, discharge, soc = (np.asarray(a) for a in (sol.charge_mw, sol.discharge_mw, sol.soc_mwh))
+        price = np.asarray(res.coupling_price_eur_per_mwh)
+        if not np.all(np.isfinite(price)):
+            res.status = "numerical_error"
+        summary = dict(
+            objective_eur=res.objective_eur,
+            expected_revenue_eur=float(np.sum(sol.expected_revenue_eur)),
+            cvar_eur=float(np.sum(sol.cvar_eur)),
+            converged=res.converged and res.status == "converged",
+            status=res.status,
+            iterations=res.iterations,
+            coupling_residual_mw=res.coupling_residual_mw,
+            coupling_price_eur_per_mwh=[float(v) for v in price],
+        )
+        if res.history:
+            hist = {k: np.asarray(v) for k, v in res.history.items() if not k.startswith("_")}
+            cols = ["primal_residual", "dual_residual", "coupling_residual_mw", "mu", "step", "objective_eur",
+                    "elapsed_s"]
+            import pandas as pd
+
+            frame_h = pd.DataFrame({"iteration": np.arange(1, res.iterations + 1),
+                                    **{c: hist[c][:res.iterations] for c in cols if c in hist}})
+            if args.method == "admm":
+                frame_h = frame_h.rename(columns={"step": "rho"})
+            extra_files["convergence.csv"] = frame_h.to_csv(index=False)
+        if res.status == "numerical_error":
+            print("error: numerical error in the coordination (non-finite iterates); nothing written",
+                  file=sys.stderr)
+            return 1
+    elif args.method == "centralized":
         from jaxvpp.reference import solve_fleet_reference
 
-        ref = solve_fleet_reference(fleet, market, settings, target)
+        ref = solve_fleet_reference(fleet, market, settings, None)
         charge, discharge, soc = (np.asarray(ref[k]) for k in ("charge", "discharge", "soc"))
         summary = dict(
             objective_eur=float(ref["objective_eur"]),
             expected_revenue_eur=float(np.sum(ref["expected_revenue_eur"])),
             cvar_eur=float(np.sum(ref["cvar_eur"])),
             converged=bool(ref["status"] in ("optimal",)),
-            status=str(ref["status"]),
+            status="converged" if ref["status"] == "optimal" else str(ref["status"]),
             iterations=int(ref.get("iterations", 0) or 0),
         )
     else:
         from jaxvpp.battery import solve_batteries
 
-        sol = solve_batteries(fleet, market, settings, tol=args.tol, max_iter=args.max_iter)
+        sol = solve_batteries(fleet, market, settings, tol=args.tol or 1e-9, max_iter=args.max_iter or 80)
         charge, discharge, soc = (np.asarray(a) for a in (sol.charge_mw, sol.discharge_mw, sol.soc_mwh))
         conv = bool(np.all(np.asarray(sol.converged)))
         summary = dict(
@@ -122,6 +166,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
             return 1
     summary.update(
         method=args.method,
+        coordinated=target is not None,
         num_batteries=len(ids),
         num_steps=len(steps),
         num_scenarios=int(market.num_scenarios),
@@ -134,6 +179,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     io.write_outputs(args.out, {
         "schedules.csv": frame.to_csv(index=False),
         "summary.json": json.dumps(summary, indent=2) + "\n",
+        **extra_files,
     })
     status = "converged" if summary["converged"] else summary["status"]
     print(f"{len(ids)} batteries, {len(steps)} steps, {market.num_scenarios} scenarios: "
@@ -161,8 +207,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def enable_compilation_cache() -> None:
+    """Keep compiled XLA programs on disk between runs (``JAXVPP_CACHE_DIR``, default ~/.cache/jaxvpp/xla;
+    set it to an empty string to switch the cache off)."""
+    import os
+
+    import jax
+
+    path = os.environ.get("JAXVPP_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxvpp", "xla"))
+    if path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    enable_compilation_cache()
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

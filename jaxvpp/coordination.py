@@ -51,6 +51,7 @@ from jaxvpp.problem import Fleet, Market, Settings
 
 SEPARATE_STEPS = False  #: separate fleet-wide primal and dual step lengths
 PER_BATTERY_CENTRING = True  #: Mehrotra centring per battery rather than one fleet-wide mu
+ADMM_WARM = True  #: warm-start ADMM local solves
 GONDZIO_CORRECTORS = 2  #: multiple-centrality correctors per iteration
 STATUSES = ("converged", "max_iter", "infeasible_target", "numerical_error")
 
@@ -367,7 +368,7 @@ def admm(
         center = st.p - r[None, :]
         sol, warm = solve_batteries(fleet, market, settings, linear_price=jnp.broadcast_to(st.price, (N, T)),
                                     prox_weight=jnp.full((N, T), st.rho), prox_center=center,
-                                    warm_start=st.warm, return_state=True)
+                                    warm_start=st.warm if ADMM_WARM else None, return_state=True)
         p = sol.net_mw
         r_new = (jnp.sum(p, axis=0) - target) / N
         price = st.price + st.rho * r_new
