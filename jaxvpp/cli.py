@@ -165,7 +165,8 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
     summary.update(
-        method=args.method,
+        # without a target no coordination runs: every battery is solved alone by the batched solver
+        method=args.method if (target is not None or args.method == "centralized") else "batched_ipm",
         coordinated=target is not None,
         num_batteries=len(ids),
         num_steps=len(steps),
