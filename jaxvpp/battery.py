@@ -128,7 +128,7 @@ def build_qp(
     Returns:
         The scaled QP and the scale factors.
     """
-    T, K = market.horizon, market.num_scenarios
+    T = market.horizon
     dt = settings.dt_hours
     b = battery
     prices = jnp.asarray(market.prices)

@@ -482,7 +482,6 @@ def coordinate(
                   max_iter=max_iter or 300, verbose=log is not None)
         jax.block_until_ready(st)
         it = int(st.iteration)
-        sol_w, _ = st.warm, None
         x = st.warm[0]
         _, sc = jax.vmap(lambda b: build_qp(b, market, settings))(fleet)
         charge, discharge = x.c * sc.power[:, None], x.d * sc.power[:, None]

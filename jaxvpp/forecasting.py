@@ -622,7 +622,6 @@ def plot_risk_bands(result: ForecastResult, path: str | Path, tz: str = MARKET_T
     import matplotlib.pyplot as plt
 
     levels = result.metrics["levels"]
-    cols = level_columns(levels)
     fig, axes = plt.subplots(2, 1, figsize=(12, 7.5), gridspec_kw={"height_ratios": [1.4, 1]})
     pairs = [(0.05, 0.95), (0.10, 0.90), (0.25, 0.75)]
     shades = ["#c6dbef", "#9ecae1", "#6baed6"]
