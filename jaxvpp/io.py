@@ -101,6 +101,16 @@ def _read_rows(path: str | os.PathLike[str]) -> tuple[str, list[str], int, Itera
     return name, header, header_row, rows()
 
 
+def _unique_label(value: str, seen: dict[str, int], *, empty: str, file: str, row: int, column: str) -> str:
+    """A non-empty label not seen on an earlier row (``seen`` maps labels to their rows and is updated)."""
+    if value == "":
+        raise InputError(empty, file=file, row=row, column=column)
+    if value in seen:
+        raise InputError(f"duplicate {column} {value!r} (first on row {seen[value]})", file=file, row=row, column=column)
+    seen[value] = row
+    return value
+
+
 def _parse_float(cell: str, *, file: str, row: int, column: str, allow_inf: bool = False) -> float:
     """Parse one numeric cell; NaN is always rejected, +-inf unless ``allow_inf``."""
     try:
@@ -170,13 +180,8 @@ def read_fleet(path: str | os.PathLike[str]) -> tuple[list[str], Fleet]:
     first_seen: dict[str, int] = {}
     cols: dict[str, list[float]] = {c: [] for c in FLEET_COLUMNS}
     for line, cells in rows:
-        bid = cells[index["battery_id"]]
-        if bid == "":
-            raise InputError("empty battery_id", file=file, row=line, column="battery_id")
-        if bid in first_seen:
-            raise InputError(f"duplicate battery_id {bid!r} (first on row {first_seen[bid]})",
-                             file=file, row=line, column="battery_id")
-        first_seen[bid] = line
+        bid = _unique_label(cells[index["battery_id"]], first_seen, empty="empty battery_id", file=file, row=line,
+                            column="battery_id")
         values: dict[str, float] = {}
         for col in FLEET_COLUMNS:
             cell = cells[index[col]] if col in index else ""
@@ -214,13 +219,7 @@ def read_scenarios(path: str | os.PathLike[str]) -> tuple[list[str], Market]:
     prices: list[list[float]] = []
     probs: list[float] = []
     for line, cells in rows:
-        label = cells[i_scen]
-        if label == "":
-            raise InputError("empty scenario label", file=file, row=line, column="scenario")
-        if label in labels:
-            raise InputError(f"duplicate scenario {label!r} (first on row {labels[label]})",
-                             file=file, row=line, column="scenario")
-        labels[label] = line
+        _unique_label(cells[i_scen], labels, empty="empty scenario label", file=file, row=line, column="scenario")
         w = _parse_float(cells[i_prob], file=file, row=line, column="probability")
         if w < 0:
             raise InputError(f"probability must be >= 0, got {w:g}", file=file, row=line, column="probability")
