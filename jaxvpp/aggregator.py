@@ -67,11 +67,3 @@ def common_step(steps: StepMessage, fraction: float = 0.99) -> tuple[Array, Arra
     """Fleet-wide primal and dual step lengths: the fraction-to-boundary rule over every battery's bounds."""
     return (jnp.minimum(1.0, fraction * jnp.min(steps.max_primal)),
             jnp.minimum(1.0, fraction * jnp.min(steps.max_dual)))
-
-
-def centring(trial: StepMessage, current_complementarity: Array) -> Array:
-    """Mehrotra's shared centring parameter from the batteries' complementarity after the affine step."""
-    rows = jnp.sum(trial.rows)
-    mu = jnp.sum(current_complementarity) / rows
-    mu_aff = jnp.sum(trial.complementarity) / rows
-    return jnp.clip((mu_aff / mu) ** 3, 0.0, 1.0)

@@ -192,10 +192,6 @@ def build_qp(
 # --------------------------------------------------------------------------------------------------
 
 
-def _zeros_like_primal(qp: BatteryQP) -> Primal:
-    return Primal(jnp.zeros_like(qp.fc), jnp.zeros_like(qp.fd), jnp.zeros_like(qp.f_eta), jnp.zeros_like(qp.fu))
-
-
 def _dot(a: Primal, b: Primal) -> Array:
     return sum(jnp.vdot(x, y) for x, y in zip(a, b))
 

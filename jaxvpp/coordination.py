@@ -7,7 +7,7 @@ Interior-point ALADIN (see the README): each iteration every battery takes ONE p
 its own barrier KKT system (the inexact local solve), condenses it onto its coupled variables and sends
 the aggregator an :class:`~jaxvpp.aggregator.AgentMessage` (a T x T curvature and two T-vectors). The
 aggregator solves the coupling KKT system for the multiplier step; each battery recovers its own step; one
-fleet-wide step length (fraction to boundary) and Mehrotra's predictor-corrector with shared centring.
+fleet-wide step length (fraction to boundary) and Mehrotra's predictor-corrector with centring per battery.
 The whole loop is one ``lax.while_loop`` under ``jit``; batteries are a ``vmap`` axis.
 
 ADMM (exchange form, residual-balancing penalty) is the baseline; ``method="centralized"`` solves the
@@ -49,9 +49,6 @@ from jaxvpp.battery import (
 )
 from jaxvpp.problem import Fleet, Market, Settings
 
-SEPARATE_STEPS = False  #: separate fleet-wide primal and dual step lengths
-PER_BATTERY_CENTRING = True  #: Mehrotra centring per battery rather than one fleet-wide mu
-ADMM_WARM = True  #: warm-start ADMM local solves
 GONDZIO_CORRECTORS = 2  #: multiple-centrality correctors per iteration
 STATUSES = ("converged", "max_iter", "infeasible_target", "numerical_error")
 
@@ -233,16 +230,11 @@ def aladin_ipm(
             dirn, aff, target_c = carry
             dx, ds, dz, dlam = dirn
             ds_a, dz_a = aff
-            # right-hand sides
-            if PER_BATTERY_CENTRING:
-                a_aff = step_len(ds_a, dz_a)
-                trial = jnp.sum((s + a_aff * ds_a) * (z + a_aff * dz_a), axis=1)
-                tc1 = (jnp.clip((trial / comp) ** 3, 0.0, 1.0) * comp / rows)[:, None]
-            else:
-                a_aff = step_len(ds_a, dz_a)
-                trial = fleet_steps(ds_a, dz_a)._replace(
-                    complementarity=jnp.sum((s + a_aff * ds_a) * (z + a_aff * dz_a), axis=1))
-                tc1 = agg.centring(trial, comp) * mu
+            # Mehrotra's centring target, per battery: batteries' scaled units differ, and one fleet-wide
+            # mu over-centres some and under-centres others (a weighted central path)
+            a_aff = step_len(ds_a, dz_a)
+            trial = jnp.sum((s + a_aff * ds_a) * (z + a_aff * dz_a), axis=1)
+            tc1 = (jnp.clip((trial / comp) ** 3, 0.0, 1.0) * comp / rows)[:, None]
             target_c = jnp.where(k == 1, tc1, target_c)
             a_cur = step_len(ds, dz)
             a_try = jnp.minimum(1.0, 1.5 * a_cur + 0.1)
@@ -269,16 +261,14 @@ def aladin_ipm(
         init = (zdir, (jnp.zeros_like(s), jnp.zeros_like(z)), jnp.zeros_like(s))
         (dx, ds, dz, dlam), _, _ = lax.fori_loop(0, 2 + GONDZIO_CORRECTORS, solve_k, init)
         steps = fleet_steps(ds, dz)
-        a_p, a_d = agg.common_step(steps)
-        if not SEPARATE_STEPS:
-            a_p = a_d = jnp.minimum(a_p, a_d)
-        alpha = jnp.minimum(a_p, a_d)
+        # one step length for primal and dual: with Q != 0 separate ones stalled the dual residual
+        alpha = jnp.minimum(*agg.common_step(steps))
         new_local = LocalState(
-            x=_pmap(lambda a, b: a + a_p * b, local.x, dx),
-            s=jnp.maximum(s + a_p * ds, 1e-300),
-            z=jnp.maximum(z + a_d * dz, 1e-300),
+            x=_pmap(lambda a, b: a + alpha * b, local.x, dx),
+            s=jnp.maximum(s + alpha * ds, 1e-300),
+            z=jnp.maximum(z + alpha * dz, 1e-300),
         )
-        new_lam = lam + a_d * dlam
+        new_lam = lam + alpha * dlam
         pres, dres, gap, cres = measures(new_local, new_lam)
         finite = jnp.isfinite(pres + dres + gap + cres) & jnp.all(jnp.isfinite(new_lam))
         conv = (pres <= tol) & (dres <= tol) & (gap <= tol) & (cres <= tol * scale_target)
@@ -368,7 +358,7 @@ def admm(
         center = st.p - r[None, :]
         sol, warm = solve_batteries(fleet, market, settings, linear_price=jnp.broadcast_to(st.price, (N, T)),
                                     prox_weight=jnp.full((N, T), st.rho), prox_center=center,
-                                    warm_start=st.warm if ADMM_WARM else None, return_state=True)
+                                    warm_start=st.warm, return_state=True)
         p = sol.net_mw
         r_new = (jnp.sum(p, axis=0) - target) / N
         price = st.price + st.rho * r_new
@@ -469,8 +459,8 @@ def coordinate(
                         verbose=log is not None, warm_start=warm_start)
         jax.block_until_ready(st)
         it = int(st.iteration)
-        _, sc = jax.vmap(lambda b: build_qp(b, market, settings))(fleet)
-        charge, discharge = st.local.x.c * sc.power[:, None], st.local.x.d * sc.power[:, None]
+        power = fleet.power_mw[:, None]  # the solver's power scale (Scales.power)
+        charge, discharge = st.local.x.c * power, st.local.x.d * power
         status = STATUSES[int(st.status)]
         sol = _solution_from_schedule(fleet, market, settings, charge, discharge, it, status == "converged")
         lam = np.asarray(st.lam)
@@ -478,13 +468,13 @@ def coordinate(
         hist["_state"] = (st.local, st.lam)  # type: ignore[assignment]
         cres = float(st.coupling_residual_mw)
     elif method == "admm":
-        st = admm(fleet, market, jnp.asarray(target), settings, tol=min(max(tol, 1e-9), 1e-3) if tol < 1e-3 else tol,
+        st = admm(fleet, market, jnp.asarray(target), settings, tol=max(tol, 1e-9),
                   max_iter=max_iter or 300, verbose=log is not None)
         jax.block_until_ready(st)
         it = int(st.iteration)
         x = st.warm[0]
-        _, sc = jax.vmap(lambda b: build_qp(b, market, settings))(fleet)
-        charge, discharge = x.c * sc.power[:, None], x.d * sc.power[:, None]
+        power = fleet.power_mw[:, None]
+        charge, discharge = x.c * power, x.d * power
         status = "converged" if bool(st.converged) else "max_iter"
         sol = _solution_from_schedule(fleet, market, settings, charge, discharge, it, status == "converged")
         lam = np.asarray(st.price)
