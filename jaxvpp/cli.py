@@ -102,29 +102,9 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
             return EXIT_INFEASIBLE
         sol = res.solution
         charge, discharge, soc = (np.asarray(a) for a in (sol.charge_mw, sol.discharge_mw, sol.soc_mwh))
-        price = np.asarray(res.coupling_price_eur_per_mwh)
-        if not np.all(np.isfinite(price)):
-            res.status = "numerical_error"
-        summary = dict(
-            objective_eur=res.objective_eur,
-            expected_revenue_eur=float(np.sum(sol.expected_revenue_eur)),
-            cvar_eur=float(np.sum(sol.cvar_eur)),
-            converged=res.converged and res.status == "converged",
-            status=res.status,
-            iterations=res.iterations,
-            coupling_residual_mw=res.coupling_residual_mw,
-            coupling_price_eur_per_mwh=[float(v) for v in price],
-        )
-        if res.history:
-            hist = {k: np.asarray(v) for k, v in res.history.items() if not k.startswith("_")}
-            cols = ["primal_residual", "dual_residual", "coupling_residual_mw", "mu", "step", "objective_eur",
-                    "elapsed_s"]
-            import pandas as pd
-
-            frame_h = pd.DataFrame({"iteration": np.arange(1, res.iterations + 1),
-                                    **{c: hist[c][:res.iterations] for c in cols if c in hist}})
-            if args.method == "admm":
-                frame_h = frame_h.rename(columns={"step": "rho"})
+        summary = io.coordination_summary(res)
+        frame_h = io.convergence_frame(res)
+        if frame_h is not None:
             extra_files["convergence.csv"] = frame_h.to_csv(index=False)
         if res.status == "numerical_error":
             print("error: numerical error in the coordination (non-finite iterates); nothing written",

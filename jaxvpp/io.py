@@ -453,3 +453,45 @@ def _csv_cell(s: str) -> str:
     if any(ch in s for ch in ',"\n\r') or s != s.strip():
         return '"' + s.replace('"', '""') + '"'
     return s
+
+
+# ------------------------------------------------------------------------------------- coordination outputs
+#: Columns of ``convergence.csv`` after ``iteration`` (ADMM writes its penalty ``rho`` in place of ``step``).
+CONVERGENCE_COLUMNS: tuple[str, ...] = ("primal_residual", "dual_residual", "coupling_residual_mw", "mu", "step",
+                                        "objective_eur", "elapsed_s")
+
+
+def coordination_summary(result) -> dict:
+    """The coordination part of ``summary.json`` from a :class:`~jaxvpp.coordination.CoordinationResult`.
+
+    Keys: ``objective_eur, expected_revenue_eur, cvar_eur, converged, status, iterations,
+    coupling_residual_mw, coupling_price_eur_per_mwh``. A non-finite coupling price turns the status into
+    ``"numerical_error"`` (also on ``result``), so that callers refuse to write such a result.
+    """
+    sol = result.solution
+    price = np.asarray(result.coupling_price_eur_per_mwh)
+    if not np.all(np.isfinite(price)):
+        result.status = "numerical_error"
+    return dict(
+        objective_eur=result.objective_eur,
+        expected_revenue_eur=float(np.sum(np.asarray(sol.expected_revenue_eur))),
+        cvar_eur=float(np.sum(np.asarray(sol.cvar_eur))),
+        converged=bool(result.converged and result.status == "converged"),
+        status=result.status,
+        iterations=result.iterations,
+        coupling_residual_mw=result.coupling_residual_mw,
+        coupling_price_eur_per_mwh=[float(v) for v in price],
+    )
+
+
+def convergence_frame(result) -> pd.DataFrame | None:
+    """``convergence.csv`` as a table, one row per iteration (``None`` without a history, e.g. centralized)."""
+    if not result.history:
+        return None
+    hist = {k: np.asarray(v) for k, v in result.history.items() if not k.startswith("_")}
+    n = result.iterations
+    frame = pd.DataFrame({"iteration": np.arange(1, n + 1),
+                          **{c: hist[c][:n] for c in CONVERGENCE_COLUMNS if c in hist}})
+    if result.method == "admm":
+        frame = frame.rename(columns={"step": "rho"})
+    return frame
