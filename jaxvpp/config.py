@@ -157,7 +157,7 @@ class CoordinationConfig:
     """Phase VI: interior-point ALADIN, and ADMM as the baseline it is compared with."""
 
     tol: float = _key(1e-8, "ALADIN's relative tolerance on primal, dual and coupling residuals", _positive)
-    max_iter: int = _key(50, "ALADIN's iteration limit", _at_least(1))
+    max_iter: int = _key(100, "ALADIN's iteration limit (about 30 iterations on the default example)", _at_least(1))
     admm: bool = _key(True, "also run ADMM for the convergence comparison (true/false)")
     admm_max_iter: int = _key(150, "ADMM's iteration limit (it converges slowly: about 1e-2 MW per battery after 150)",
                               _at_least(1))
