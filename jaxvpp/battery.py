@@ -662,7 +662,7 @@ def _solve_one(battery, market, settings, linear_price, prox_weight, prox_center
     return sol, (st.x, st.s, st.z)
 
 
-@functools.partial(jax.jit, static_argnames=("settings", "tol", "max_iter", "warm_margin", "return_state", "chunk_size"))
+@functools.partial(jax.jit, static_argnames=("tol", "max_iter", "warm_margin", "return_state", "chunk_size"))
 def solve_batteries(
     fleet: Fleet,
     market: Market,

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
@@ -88,7 +89,10 @@ class Market(NamedTuple):
 
 @dataclass(frozen=True)
 class Settings:
-    """Static solve settings (hashable: they select the compiled program).
+    """Solve settings: a JAX pytree whose numbers are traced (not baked into the compiled program).
+
+    ``dt_hours`` and ``alpha`` are array leaves, so changing them does not recompile, a sweep can
+    ``vmap`` over them and gradients flow to them; ``baseline`` selects the model's form and is static.
 
     Attributes:
         dt_hours: step length dt (hours); 1.0 for hourly, 0.25 for 15-minute products.
@@ -101,12 +105,16 @@ class Settings:
     baseline: str = "zero"
 
     def __post_init__(self) -> None:
-        if not (self.dt_hours > 0 and math.isfinite(self.dt_hours)):
-            raise ValueError(f"dt_hours must be positive and finite, got {self.dt_hours}")
-        if not (0.0 < self.alpha < 1.0):
-            raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
         if self.baseline not in ("zero", "expected"):
             raise ValueError(f"baseline must be 'zero' or 'expected', got {self.baseline!r}")
+        # numbers given by a user are checked; traced values (inside jit/vmap/grad) are not
+        if isinstance(self.dt_hours, (int, float)) and not (self.dt_hours > 0 and math.isfinite(self.dt_hours)):
+            raise ValueError(f"dt_hours must be positive and finite, got {self.dt_hours}")
+        if isinstance(self.alpha, (int, float)) and not (0.0 < self.alpha < 1.0):
+            raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
+
+
+jax.tree_util.register_dataclass(Settings, data_fields=["dt_hours", "alpha"], meta_fields=["baseline"])
 
 
 def make_fleet(n: int = 1, **overrides: float | np.ndarray) -> Fleet:
