@@ -6,7 +6,8 @@ QP, which for equality coupling is the T x T KKT system
 
     (sum_i M_i) dlambda = (sum_i p_i - target) + sum_i v_i,
 
-by a Cholesky factorisation, and sends the multiplier step ``dlambda`` back. The aggregator never sees a
+by a Cholesky factorisation (:func:`factor_coupling`, once per iteration; :func:`solve_coupling`, for
+every right-hand side), and sends the multiplier step ``dlambda`` back. The aggregator never sees a
 battery's parameters, constraints, prices or risk preferences: its functions take messages only.
 """
 
@@ -44,23 +45,37 @@ def coupling_residual(net_mw: Array, target_mw: Array) -> Array:
     return jnp.sum(net_mw, axis=0) - target_mw
 
 
-def solve_coupling(messages: AgentMessage, target_mw: Array, regularisation: float = 1e-11) -> tuple[Array, Array]:
-    """The coupling QP's KKT solve: the multiplier step (EUR/MW per step) and the coupling residual (MW).
+class CouplingFactor(NamedTuple):
+    """The factored coupling matrix ``sum_i M_i`` (Jacobi-equilibrated Cholesky), built once per iteration."""
 
-    ``messages`` carries a leading battery axis. ``sum_i M_i`` is positive semidefinite; it is
-    equilibrated (Jacobi) and regularised before its Cholesky factorisation, because in the end game of
-    an LP-like problem it tends to singular (few batteries are left free to move).
+    scale: Array  #: (T,) 1 / sqrt(diag(sum_i M_i))
+    chol: Array  #: (T, T) lower Cholesky factor of the equilibrated, regularised matrix
+
+
+def factor_coupling(messages: AgentMessage, regularisation: float = 1e-11) -> CouplingFactor:
+    """Add up the batteries' curvatures and factor them (the coupling QP's KKT matrix).
+
+    ``sum_i M_i`` is positive semidefinite and, in the end game of an LP-like problem, nearly singular:
+    at steps where every battery sits at a bound its diagonal is of the order of the barrier parameter.
+    It is equilibrated (Jacobi) and regularised before the factorisation; the caller refines the
+    coupled solve iteratively, so the regularisation does not bias the answer.
     """
     M = jnp.sum(messages.curvature, axis=0)
-    r = coupling_residual(messages.net_mw, target_mw)
-    rhs = r + jnp.sum(messages.gradient, axis=0)
     T = M.shape[0]
-    diag = jnp.maximum(jnp.diagonal(M), 1e-300)
-    d = 1.0 / jnp.sqrt(diag)
-    Ms = M * d[:, None] * d[None, :] + regularisation * jnp.eye(T)
-    L = jnp.linalg.cholesky(Ms)
-    y = jax.scipy.linalg.solve_triangular(L, d * rhs, lower=True)
-    return d * jax.scipy.linalg.solve_triangular(L.T, y, lower=False), r
+    d = 1.0 / jnp.sqrt(jnp.maximum(jnp.diagonal(M), 1e-300))
+    return CouplingFactor(scale=d, chol=jnp.linalg.cholesky(M * d[:, None] * d[None, :] + regularisation * jnp.eye(T)))
+
+
+def solve_coupling(factor: CouplingFactor, messages: AgentMessage, target_mw: Array) -> tuple[Array, Array]:
+    """The coupling QP's KKT solve: the multiplier step (EUR/MW per step) and the mismatch it prices (MW).
+
+    Solves ``(sum_i M_i) dlambda = (sum_i net_i - target) + sum_i v_i`` with the factor of
+    :func:`factor_coupling`. ``messages`` carries a leading battery axis.
+    """
+    r = coupling_residual(messages.net_mw, target_mw)
+    rhs = factor.scale * (r + jnp.sum(messages.gradient, axis=0))
+    y = jax.scipy.linalg.solve_triangular(factor.chol, rhs, lower=True)
+    return factor.scale * jax.scipy.linalg.solve_triangular(factor.chol.T, y, lower=False), r
 
 
 def common_step(steps: StepMessage, fraction: float = 0.99) -> tuple[Array, Array]:

@@ -61,7 +61,7 @@ def _add_coordinate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tol", type=float, default=None,
                    help="relative residual and gap tolerance (default 1e-8 coordinated, 1e-9 alone; MW for admm)")
     p.add_argument("--max-iter", type=int, default=None,
-                   help="iteration limit (default 50 for aladin, 300 for admm, 80 for the local solver)")
+                   help="iteration limit (default 100 for aladin, 300 for admm, 80 for the local solver)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration log")
     p.add_argument("--out", type=Path, default=Path("results"), help="output directory (default results/)")
     p.set_defaults(func=cmd_coordinate)

@@ -35,21 +35,26 @@ from jaxvpp.battery import (
     Primal,
     Scales,
     _measures,
+    _newton_once,
     _pmap,
+    apply_G,
+    apply_GT,
+    apply_Q,
     build_qp,
     factor,
     initial_point,
     kkt_residuals,
     max_step,
-    newton_direction,
     objective,
     schedule_metrics,
     solve_batteries,
-    CORRECTOR_REFINE,
 )
 from jaxvpp.problem import Fleet, Market, Settings
 
 GONDZIO_CORRECTORS = 2  #: multiple-centrality correctors per iteration
+COUPLED_REFINE = 2  #: refinement rounds of every coupled Newton solve
+ACCEPTABLE_TOL = 1e-6  #: relative accuracy accepted when the end game breaks down numerically before ``tol``
+STALL_ITERATIONS = 3  #: iterations without progress, once at the acceptable level, that end the loop
 STATUSES = ("converged", "max_iter", "infeasible_target", "numerical_error")
 
 # --------------------------------------------------------------------------------------------------
@@ -130,6 +135,7 @@ class History(NamedTuple):
     mu: Array
     step: Array
     objective_eur: Array
+    gap: Array  #: relative duality gap (ALADIN; NaN for ADMM)
 
 
 class ALADINState(NamedTuple):
@@ -143,6 +149,11 @@ class ALADINState(NamedTuple):
     coupling_residual_mw: Array
     gap: Array
     history: History
+    best_local: LocalState  #: the iterate with the smallest merit so far (what is reported)
+    best_lam: Array
+    best_merit: Array  #: max(relative measures) / tol of the best iterate
+    best_measures: tuple  #: (primal, dual, coupling, gap) of the best iterate
+    since_best: Array  #: iterations since the best iterate
 
 
 def _local_measures(qp, sc, st: LocalState, lam):
@@ -150,14 +161,14 @@ def _local_measures(qp, sc, st: LocalState, lam):
     return pres, dres, gap
 
 
-@functools.partial(jax.jit, static_argnames=("settings", "tol", "max_iter", "verbose"))
+@functools.partial(jax.jit, static_argnames=("tol", "max_iter", "verbose"))
 def aladin_ipm(
     fleet: Fleet,
     market: Market,
     target_mw: Array,
     settings: Settings,
     tol: float = 1e-8,
-    max_iter: int = 50,
+    max_iter: int = 100,
     verbose: bool = False,
     warm_start: tuple[LocalState, Array] | None = None,
 ) -> ALADINState:
@@ -176,32 +187,59 @@ def aladin_ipm(
     v_measures = jax.vmap(_local_measures, in_axes=(0, 0, 0, None))
 
     def measures(local: LocalState, lam):
-        pres, dres, gap = v_measures(qp, sc, local, lam)
+        """Largest relative primal and dual residuals over the batteries, the fleet's relative duality gap
+        (EUR, against the fleet objective: a battery with an objective near zero need not resolve its own
+        relative gap to 1e-8) and the coupling residual (MW)."""
+        pres, dres, _ = v_measures(qp, sc, local, lam)
         r = agg.coupling_residual(jax.vmap(coupling_map)(sc, local.x), target)
         cres = jnp.max(jnp.abs(r))
-        return jnp.max(pres), jnp.max(dres), jnp.max(gap), cres
+        gap_eur = jnp.sum(sc.money * jnp.sum(local.s * local.z, axis=1))
+        gap = gap_eur / (1.0 + jnp.abs(fleet_objective(local)))
+        return jnp.max(pres), jnp.max(dres), gap, cres
+
+    def merit(pres, dres, gap, cres):
+        """The largest measure relative to its tolerance (<= 1: converged)."""
+        return jnp.maximum(jnp.maximum(pres, dres), jnp.maximum(gap, cres / scale_target)) / tol
 
     def fleet_objective(local: LocalState):
         return jnp.sum(sc.money * jax.vmap(objective)(qp, local.x))
 
-    def direction(fac, M, local, r_d, r_p, r_c):
-        """Coupled Newton direction: local predictor, aggregator solve, local recovery."""
-        dx0, _, _ = jax.vmap(lambda q, f, s, z, rd, rp, rc: newton_direction(q, f, s, z, rd, rp, rc, refine=2))(
-            qp, fac, local.s, local.z, r_d, r_p, r_c)
-        msgs = agg.AgentMessage(curvature=M, gradient=jax.vmap(coupling_map)(sc, dx0),
-                                net_mw=jax.vmap(coupling_map)(sc, local.x))
-        dlam, _ = agg.solve_coupling(msgs, target)
-        r_d_l = _pmap(jnp.add, r_d, jax.vmap(coupling_dual, in_axes=(0, 0, None))(qp, sc, dlam))
-        dx, ds, dz = jax.vmap(lambda q, f, s, z, rd, rp, rc: newton_direction(q, f, s, z, rd, rp, rc,
-                                                                              refine=CORRECTOR_REFINE))(
-            qp, fac, local.s, local.z, r_d_l, r_p, r_c)
-        # coupling refinement: the recovered steps must satisfy sum_i S_i dx_i = -(sum_i p_i - target)
-        msgs = msgs._replace(gradient=jax.vmap(coupling_map)(sc, dx))
-        dlam2, _ = agg.solve_coupling(msgs, target)
+    v_map = jax.vmap(coupling_map)
+    v_dual = jax.vmap(coupling_dual, in_axes=(0, 0, None))
+    v_once = jax.vmap(_newton_once)
+
+    def direction(fac, M, cfac, local, r_d, r_p, r_c, net, tgt):
+        """Newton direction of the coupled system, refined as a whole.
+
+        Solves, for every battery, ``Q dx + G'dz + S~' dlam = -r_d``, ``G dx + ds = -r_p``,
+        ``Z ds + S dz = -r_c``, and for the fleet ``sum_i (net_i + S_i dx_i) = tgt``. The approximate
+        solve (local step with the battery's factor, aggregator solve, local recovery with the SAME
+        factor) is consistent with the curvatures ``M_i`` the batteries sent, so the recovered steps meet
+        the linearised coupling exactly; iterative refinement against the residuals of the whole coupled
+        system then removes the factorisation error. (Recovering with a refined local solve instead was
+        inconsistent with ``M_i``: where ``sum_i M_i`` is nearly singular the mismatch was amplified to
+        tens of MW in the end game.)
+        """
+        s, z = local.s, local.z
         zero_p = jnp.zeros_like(r_p)
-        hx, hs, hz = jax.vmap(lambda q, f, s, z, rd, rp: newton_direction(q, f, s, z, rd, rp, rp, refine=1))(
-            qp, fac, local.s, local.z, jax.vmap(coupling_dual, in_axes=(0, 0, None))(qp, sc, dlam2), zero_p)
-        return _pmap(jnp.add, dx, hx), ds + hs, dz + hz, dlam + dlam2
+
+        def approx(rd, rp, rc, n):
+            x0, s0, z0 = v_once(qp, fac, s, z, rd, rp, rc)
+            msgs = agg.AgentMessage(curvature=M, gradient=v_map(sc, x0), net_mw=n)
+            dl, _ = agg.solve_coupling(cfac, msgs, tgt)
+            hx, hs, hz = v_once(qp, fac, s, z, v_dual(qp, sc, dl), zero_p, zero_p)
+            return _pmap(jnp.add, x0, hx), s0 + hs, z0 + hz, dl
+
+        def refine(_, d):
+            dx, ds, dz, dl = d
+            e_d = _pmap(lambda a, b, c, e: a + b + c + e, r_d, jax.vmap(apply_Q)(qp, dx),
+                        jax.vmap(apply_GT)(qp, dz), v_dual(qp, sc, dl))
+            e_p = r_p + jax.vmap(apply_G)(qp, dx) + ds
+            e_c = r_c + z * ds + s * dz
+            cx, cs, cz, cl = approx(e_d, e_p, e_c, net + v_map(sc, dx))
+            return _pmap(jnp.add, dx, cx), ds + cs, dz + cz, dl + cl
+
+        return lax.fori_loop(0, COUPLED_REFINE, refine, approx(r_d, r_p, r_c, net))
 
     def body(state: ALADINState) -> ALADINState:
         local, lam = state.local, state.lam
@@ -210,6 +248,8 @@ def aladin_ipm(
         r_d = _pmap(jnp.add, r_d, jax.vmap(coupling_dual, in_axes=(0, 0, None))(qp, sc, lam))
         fac = jax.vmap(factor)(qp, z / s)
         M = jax.vmap(coupling_curvature)(fac, sc)
+        p_now = v_map(sc, local.x)
+        cfac = agg.factor_coupling(agg.AgentMessage(curvature=M, gradient=jnp.zeros_like(p_now), net_mw=p_now))
         comp = jnp.sum(s * z, axis=1)
         rows = s.shape[1]
         mu = jnp.sum(comp) / (N * rows)
@@ -246,7 +286,9 @@ def aladin_ipm(
             use_res = k <= 1
             rd_k = jax.tree.map(lambda a, b: jnp.where(use_res, a, b), r_d, zero_d)
             rp_k = jnp.where(use_res, r_p, zero_p)
-            cx, cs, cz, cl = direction(fac, M, local, rd_k, rp_k, r_c)
+            # correctors (k >= 2) carry no residuals: the coupling mismatch is priced once, by k <= 1
+            cx, cs, cz, cl = direction(fac, M, cfac, local, rd_k, rp_k, r_c, jnp.where(use_res, p_now, 0.0),
+                                       jnp.where(use_res, target, 0.0))
             # combine: k <= 1 replaces the direction; k >= 2 adds the correction if it lengthens the step
             ndx, nds, ndz, ndl = _pmap(jnp.add, dx, cx), ds + cs, dz + cz, dlam + cl
             better = step_len(nds, ndz) >= 1.01 * a_cur
@@ -271,19 +313,32 @@ def aladin_ipm(
         new_lam = lam + alpha * dlam
         pres, dres, gap, cres = measures(new_local, new_lam)
         finite = jnp.isfinite(pres + dres + gap + cres) & jnp.all(jnp.isfinite(new_lam))
-        conv = (pres <= tol) & (dres <= tol) & (gap <= tol) & (cres <= tol * scale_target)
+        m_new = jnp.where(finite, merit(pres, dres, gap, cres), jnp.inf)
+        conv = m_new <= 1.0
+        # End-game guard: near mu -> 0 the factorisations lose the accuracy the coupled solve needs, and a
+        # step can throw a converging iterate away (the dual residual jumping from 1e-16 to 1e-5). A step
+        # that is not finite, or that worsens an iterate already at the acceptable level a hundredfold, or
+        # STALL_ITERATIONS without improvement from there, ends the loop at the best iterate, which counts as
+        # converged if it meets ACCEPTABLE_TOL (as IPOPT's "solved to acceptable level").
+        better = m_new < state.best_merit
+        since_best = jnp.where(better, 0, state.since_best + 1)
+        at_acceptable = state.best_merit * tol <= ACCEPTABLE_TOL
+        breakdown = (~finite) | (at_acceptable & ((m_new > 1e2 * state.best_merit) | (since_best >= STALL_ITERATIONS)))
         diverged = jnp.max(jnp.abs(new_lam)) / settings.dt_hours > 1e9
-        status = jnp.where(~finite, 3, jnp.where(diverged, 2, 0))
+        status = jnp.where(breakdown, 3, jnp.where(diverged, 2, 0))
         it = state.iteration
         obj = fleet_objective(new_local)
-        hist = History(*(h.at[it].set(v) for h, v in zip(state.history, (pres, dres, cres, mu, alpha, obj))))
+        hist = History(*(h.at[it].set(v) for h, v in zip(state.history, (pres, dres, cres, mu, alpha, obj, gap))))
         if verbose:
-            jax.debug.callback(_log_iteration, it + 1, pres, dres, cres, mu, alpha, obj, ordered=True)
+            jax.debug.callback(_log_iteration, it + 1, pres, dres, cres, mu, alpha, obj, gap, ordered=True)
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        take = lambda new, old: jnp.where(better, new, old)  # noqa: E731
         return ALADINState(
             local=jax.tree.map(keep, new_local, local), lam=keep(new_lam, lam), iteration=it + 1, status=status,
-            converged=conv & finite, primal_residual=pres, dual_residual=dres, coupling_residual_mw=cres, gap=gap,
-            history=hist)
+            converged=conv, primal_residual=pres, dual_residual=dres, coupling_residual_mw=cres, gap=gap,
+            history=hist, best_local=jax.tree.map(take, new_local, state.best_local),
+            best_lam=take(new_lam, state.best_lam), best_merit=jnp.minimum(m_new, state.best_merit),
+            best_measures=jax.tree.map(take, (pres, dres, cres, gap), state.best_measures), since_best=since_best)
 
     def cond(state: ALADINState) -> Array:
         return (~state.converged) & (state.iteration < max_iter) & (state.status == 0)
@@ -291,21 +346,33 @@ def aladin_ipm(
     local0 = LocalState(x0, s0, z0)
     pres, dres, gap, cres = measures(local0, lam0)
     nan = jnp.full(max_iter, jnp.nan)
+    m0 = merit(pres, dres, gap, cres)
     state0 = ALADINState(local0, lam0, jnp.asarray(0), jnp.asarray(0), jnp.asarray(False), pres, dres, cres, gap,
-                         History(nan, nan, nan, nan, nan, nan))
+                         History(nan, nan, nan, nan, nan, nan, nan), local0, lam0, jnp.where(jnp.isfinite(m0), m0, jnp.inf),
+                         (pres, dres, cres, gap), jnp.asarray(0))
     final = lax.while_loop(cond, body, state0)
-    status = jnp.where(final.converged, 0, jnp.where(final.status == 0, 1, final.status))
-    return final._replace(status=status)
+    # Report the best iterate (the last one unless the end-game guard stopped the loop or the limit hit).
+    acceptable = final.best_merit * tol <= ACCEPTABLE_TOL
+    status = jnp.where(final.converged, 0, jnp.where(
+        final.status == 3, jnp.where(acceptable, 0, 3), jnp.where(final.status == 0, 1, final.status)))
+    use_best = final.status != 2  # a diverging multiplier (infeasible target) is reported as it stands
+    pick = lambda b, f: jnp.where(use_best, b, f)  # noqa: E731
+    pres, dres, cres, gap = final.best_measures
+    return final._replace(
+        local=jax.tree.map(pick, final.best_local, final.local), lam=pick(final.best_lam, final.lam),
+        status=status, converged=status == 0, primal_residual=pick(pres, final.primal_residual),
+        dual_residual=pick(dres, final.dual_residual), coupling_residual_mw=pick(cres, final.coupling_residual_mw),
+        gap=pick(gap, final.gap))
 
 
 _LOG: dict[str, object] = {"t0": None, "sink": None}
 
 
-def _log_iteration(it, pres, dres, cres, mu, alpha, obj):
+def _log_iteration(it, pres, dres, cres, mu, alpha, obj, gap=float("nan")):
     t0 = _LOG["t0"] or time.perf_counter()
     sink = _LOG["sink"]
     line = (f"  it {int(it):3d}  primal {float(pres):.2e}  dual {float(dres):.2e}  coupling {float(cres):.2e} MW  "
-            f"mu {float(mu):.2e}  step {float(alpha):.3f}  objective {float(obj):.4f} EUR  "
+            f"gap {float(gap):.2e}  mu {float(mu):.2e}  step {float(alpha):.3f}  objective {float(obj):.4f} EUR  "
             f"{time.perf_counter() - t0:.2f} s")
     if callable(sink):
         sink(line)
@@ -329,7 +396,7 @@ class ADMMState(NamedTuple):
     history: History
 
 
-@functools.partial(jax.jit, static_argnames=("settings", "tol", "max_iter", "verbose"))
+@functools.partial(jax.jit, static_argnames=("tol", "max_iter", "verbose"))
 def admm(
     fleet: Fleet,
     market: Market,
@@ -370,7 +437,7 @@ def admm(
         it = st.iteration
         obj = jnp.sum(sol.objective_eur)
         hist = History(*(h.at[it].set(v) for h, v in zip(
-            st.history, (pres, dres, cres, jnp.nan, st.rho, obj))))
+            st.history, (pres, dres, cres, jnp.nan, st.rho, obj, jnp.nan))))
         if verbose:
             jax.debug.callback(_log_iteration, it + 1, pres, dres, cres, jnp.nan, st.rho, obj, ordered=True)
         return ADMMState(p, price, rho, warm, it + 1, pres, dres, conv, hist)
@@ -379,7 +446,7 @@ def admm(
         return (~st.converged) & (st.iteration < max_iter)
 
     st0 = ADMMState(sol0.net_mw, jnp.zeros(T), jnp.asarray(rho0, dtype=jnp.float64), warm0, jnp.asarray(0),
-                    jnp.asarray(jnp.inf), jnp.asarray(jnp.inf), jnp.asarray(False), History(nan, nan, nan, nan, nan, nan))
+                    jnp.asarray(jnp.inf), jnp.asarray(jnp.inf), jnp.asarray(False), History(nan, nan, nan, nan, nan, nan, nan))
     return lax.while_loop(cond, body, st0)
 
 
@@ -403,6 +470,9 @@ class CoordinationResult:
     wall_time_s: float
     history: dict[str, np.ndarray] = field(default_factory=dict)  #: per-iteration diagnostics
     infeasible_steps: list[tuple[int, str]] = field(default_factory=list)
+    #: ALADIN: the largest relative measure (primal, dual, gap, coupling / (1 + max|target|)) of the reported
+    #: iterate; <= tol normally, up to ACCEPTABLE_TOL when the end game stopped at the acceptable level
+    accuracy: float = float("nan")
 
 
 def _solution_from_schedule(fleet, market, settings, charge, discharge, iterations, converged) -> BatterySolution:
@@ -434,7 +504,7 @@ def coordinate(
         target_mw: (T,) the required fleet net injection per step (MW).
         method: ``"aladin"`` (interior-point ALADIN, default), ``"admm"`` or ``"centralized"`` (cvxpy + Clarabel).
         tol: relative tolerance on primal, dual, coupling residuals and gap (ALADIN); MW for ADMM.
-        max_iter: iteration limit (default 50 for ALADIN, 300 for ADMM).
+        max_iter: iteration limit (default 100 for ALADIN, 300 for ADMM).
         log: called with one line per iteration (a live log), e.g. ``print``.
         warm_start: ``(LocalState, lam)`` from an earlier ALADIN run (``result.history["_state"]``).
 
@@ -455,7 +525,7 @@ def coordinate(
                                   wall_time_s=time.perf_counter() - t0, infeasible_steps=bad)
     _LOG.update(t0=t0, sink=log, times=[])
     if method == "aladin":
-        st = aladin_ipm(fleet, market, jnp.asarray(target), settings, tol=tol, max_iter=max_iter or 50,
+        st = aladin_ipm(fleet, market, jnp.asarray(target), settings, tol=tol, max_iter=max_iter or 100,
                         verbose=log is not None, warm_start=warm_start)
         jax.block_until_ready(st)
         it = int(st.iteration)
@@ -467,6 +537,10 @@ def coordinate(
         hist = {k: np.asarray(v)[:it] for k, v in st.history._asdict().items()}
         hist["_state"] = (st.local, st.lam)  # type: ignore[assignment]
         cres = float(st.coupling_residual_mw)
+        accuracy = float(st.best_merit) * tol
+        if log is not None and status == "converged" and accuracy > tol:
+            log(f"  stopped at the acceptable level: relative accuracy {accuracy:.1e} (tolerance {tol:.0e} not "
+                f"reached: the end game ran into round-off)")
     elif method == "admm":
         st = admm(fleet, market, jnp.asarray(target), settings, tol=max(tol, 1e-9),
                   max_iter=max_iter or 300, verbose=log is not None)
@@ -506,6 +580,8 @@ def coordinate(
     if status == "converged" and not bool(np.all(np.isfinite(np.asarray(sol.net_mw)))):
         status = "numerical_error"
     infeasible: list[tuple[int, str]] = []
+    if method != "aladin":
+        accuracy = float("nan")
     if status == "infeasible_target":
         price = np.abs(lam) / settings.dt_hours
         for t in np.flatnonzero(price >= 1e-3 * np.max(price)):
@@ -515,4 +591,4 @@ def coordinate(
         method=method, status=status, converged=status == "converged", iterations=it, solution=sol,
         coupling_price_eur_per_mwh=-lam / settings.dt_hours, coupling_residual_mw=cres,
         objective_eur=float(np.sum(np.asarray(sol.objective_eur))), wall_time_s=time.perf_counter() - t0,
-        history=hist, infeasible_steps=infeasible)
+        history=hist, infeasible_steps=infeasible, accuracy=accuracy)
