@@ -371,9 +371,12 @@ _LOG: dict[str, object] = {"t0": None, "sink": None}
 def _log_iteration(it, pres, dres, cres, mu, alpha, obj, gap=float("nan")):
     t0 = _LOG["t0"] or time.perf_counter()
     sink = _LOG["sink"]
+    if np.isnan(float(mu)):  # ADMM: no barrier parameter; its penalty rho travels in the step slot
+        tail = f"rho {float(alpha):.2e}"
+    else:
+        tail = f"gap {float(gap):.2e}  mu {float(mu):.2e}  step {float(alpha):.3f}"
     line = (f"  it {int(it):3d}  primal {float(pres):.2e}  dual {float(dres):.2e}  coupling {float(cres):.2e} MW  "
-            f"gap {float(gap):.2e}  mu {float(mu):.2e}  step {float(alpha):.3f}  objective {float(obj):.4f} EUR  "
-            f"{time.perf_counter() - t0:.2f} s")
+            f"{tail}  objective {float(obj):.4f} EUR  {time.perf_counter() - t0:.2f} s")
     if callable(sink):
         sink(line)
     _LOG.setdefault("times", []).append(time.perf_counter() - t0)  # type: ignore[union-attr]

@@ -457,7 +457,7 @@ def _csv_cell(s: str) -> str:
 
 # ------------------------------------------------------------------------------------- coordination outputs
 #: Columns of ``convergence.csv`` after ``iteration`` (ADMM writes its penalty ``rho`` in place of ``step``).
-CONVERGENCE_COLUMNS: tuple[str, ...] = ("primal_residual", "dual_residual", "coupling_residual_mw", "mu", "step",
+CONVERGENCE_COLUMNS: tuple[str, ...] = ("primal_residual", "dual_residual", "coupling_residual_mw", "gap", "mu", "step",
                                         "objective_eur", "elapsed_s")
 
 
@@ -465,7 +465,7 @@ def coordination_summary(result) -> dict:
     """The coordination part of ``summary.json`` from a :class:`~jaxvpp.coordination.CoordinationResult`.
 
     Keys: ``objective_eur, expected_revenue_eur, cvar_eur, converged, status, iterations,
-    coupling_residual_mw, coupling_price_eur_per_mwh``. A non-finite coupling price turns the status into
+    coupling_residual_mw, coupling_price_eur_per_mwh, accuracy``. A non-finite coupling price turns the status into
     ``"numerical_error"`` (also on ``result``), so that callers refuse to write such a result.
     """
     sol = result.solution
@@ -481,6 +481,8 @@ def coordination_summary(result) -> dict:
         iterations=result.iterations,
         coupling_residual_mw=result.coupling_residual_mw,
         coupling_price_eur_per_mwh=[float(v) for v in price],
+        # ALADIN: the largest relative residual reached (<= tol, or up to 1e-6 at the acceptable level)
+        accuracy=None if not np.isfinite(result.accuracy) else float(result.accuracy),
     )
 
 
