@@ -30,7 +30,7 @@ from jaxvpp.battery import (
     schedule_metrics,
     solve_batteries,
 )
-from jaxvpp.coordination import coupling_curvature, coupling_dual, coupling_map
+from jaxvpp.coordination import ADMMCarry, admm_start, admm_step, coupling_curvature, coupling_dual, coupling_map
 from jaxvpp.problem import Fleet, Market, Settings
 
 
@@ -222,45 +222,19 @@ def cold_local(fleet, market, settings):
 
 
 # --------------------------------------------------------------------------------------------------
-# ADMM: a copy of jaxvpp.coordination.admm's iteration that can start from an earlier state
+# ADMM: the library's own iteration, stepped from Python so that any state can start it
 # --------------------------------------------------------------------------------------------------
 
 
-class ADMMCarry(NamedTuple):
-    p: Array
-    price: Array
-    rho: Array
-    warm: tuple
-
-
-@functools.partial(jax.jit, static_argnames=("settings",))
+@jax.jit
 def admm_iteration(fleet, market, settings, target, st: ADMMCarry):
-    """One exchange-ADMM iteration, line for line the body of ``jaxvpp.coordination.admm`` (unchanged in its
-    arithmetic from d7e5a10 to 8a48ad8).
+    """One iteration of ``jaxvpp.coordination.admm`` (its :func:`~jaxvpp.coordination.admm_step`).
 
     Returns the new carry, the coupling residual (MW, max over steps), the exact fleet objective (EUR),
-    and whether the library's own stopping test (tol 1e-6 MW per battery) would hold.
+    and whether the library's own stopping test (tol 1e-6 MW per battery) holds.
     """
-    N, T = fleet.size, market.horizon
-    r = (jnp.sum(st.p, axis=0) - target) / N
-    center = st.p - r[None, :]
-    sol, warm = solve_batteries(fleet, market, settings, linear_price=jnp.broadcast_to(st.price, (N, T)),
-                                prox_weight=jnp.full((N, T), st.rho), prox_center=center,
-                                warm_start=st.warm, return_state=True)
-    p = sol.net_mw
-    r_new = (jnp.sum(p, axis=0) - target) / N
-    price = st.price + st.rho * r_new
-    pres = jnp.linalg.norm(r_new)
-    dres = st.rho * jnp.linalg.norm((p - r_new[None]) - (st.p - r[None])) / jnp.sqrt(N)
-    rho = jnp.where(pres > 10 * dres, 2 * st.rho, jnp.where(dres > 10 * pres, st.rho / 2, st.rho))
-    cres = jnp.max(jnp.abs(r_new)) * N
-    conv = (cres / N <= 1e-6) & (dres / jnp.maximum(rho, 1e-12) / jnp.sqrt(T) <= 1e-6)
-    return ADMMCarry(p, price, rho, warm), cres, jnp.sum(sol.objective_eur), conv
+    carry, _, _, cres, obj, conv = admm_step(fleet, market, settings, target, st, 1e-6)
+    return carry, cres, obj, conv
 
 
-@functools.partial(jax.jit, static_argnames=("settings",))
-def admm_cold_carry(fleet, market, settings):
-    """The library ADMM's starting point: uncoordinated solutions, zero price, its default penalty."""
-    sol0, warm0 = solve_batteries(fleet, market, settings, return_state=True)
-    rho0 = 0.1 * settings.dt_hours * jnp.mean(jnp.abs(market.prices)) / jnp.maximum(jnp.mean(fleet.power_mw), 1e-3)
-    return ADMMCarry(sol0.net_mw, jnp.zeros(market.horizon), jnp.asarray(rho0, dtype=jnp.float64), warm0)
+admm_cold_carry = jax.jit(admm_start)  #: the library ADMM's starting point

@@ -21,10 +21,10 @@ Methods:
 * ``IP-ALADIN``: ``jaxvpp.coordination.coordinate(method="aladin", tol=1e-8)`` (one coupled primal-dual
   Newton step per iteration), warm-started with ``warm_start=first.history["_state"]``. It runs to its
   own stopping test; the table reports the first iteration of its history that met the common rule.
-* ``ADMM``: the exchange ADMM of ``jaxvpp.coordination.admm``. ``coordinate`` has no warm start for it,
-  so the experiment runs a line-for-line copy of its iteration (``_variants_lib.admm_iteration``) that
-  can start from the previous run's price, schedules, penalty and solver state; on the first fleet the
-  copy's cold history is compared with the library's ``coordinate(method="admm")``.
+* ``ADMM``: the exchange ADMM of ``jaxvpp.coordination``, stepped from Python with the library's own
+  ``admm_step`` (``_variants_lib.admm_iteration``) so that the experiment's stop rule can be checked every
+  iteration; the warm run starts from the previous run's price, schedules, penalty and solver state. On
+  the first fleet the stepped history is compared with the compiled loop of ``coordinate(method="admm")``.
 * ``TB-barrier``: textbook ALADIN (``_variants_lib.textbook_iteration``, vmapped over the fleet). Local
   solves ``min f_i + lam'p_i + rho/2 |p_i - zc_i|^2`` (rho = the library ADMM's default penalty) solved
   to the central-path point ``s o z = tau`` of a fixed barrier parameter (an interior-point loop that
@@ -301,7 +301,7 @@ def ip_aladin(pb: Problem, key: str, warm_start=None) -> tuple[Run, object]:
     return run, res
 
 
-def admm_copy(pb: Problem, key: str, carry, check_library: bool = False) -> tuple[Run, object]:
+def admm_stepped(pb: Problem, key: str, carry, check_library: bool = False) -> tuple[Run, object]:
     run = Run("ADMM", "cold" if key == "cold" else "warm", ADMM_CAP)
     tgt = jnp.asarray(pb.targets[key])
     if carry is None:
@@ -327,7 +327,7 @@ def admm_copy(pb: Problem, key: str, carry, check_library: bool = False) -> tupl
                          tol=RES_TOL)
         n = min(len(run.cres), lib.iterations)
         diff = np.abs(np.asarray(run.cres[:n]) - lib.history["coupling_residual_mw"][:n])
-        run.library_check = (f"the ADMM copy's coupling residuals match coordinate(method='admm') to "
+        run.library_check = (f"the stepped ADMM's coupling residuals match coordinate(method='admm') to "
                              f"{np.max(diff[:10]):.1e} MW over the first 10 iterations and {np.max(diff):.1e} MW over {n}")
     return run, carry
 
@@ -357,13 +357,13 @@ def run_fleet(f: dict, idx: int, log) -> tuple[Problem, list[Run]]:
     done(r)
     r, _ = ip_aladin(pb, "warm", warm_start=res.history["_state"])
     done(r)
-    # ADMM (copy of the library's iteration; warm from its final state)
-    r, carry = admm_copy(pb, "cold", None, check_library=(idx == 0))
+    # ADMM (the library's iteration stepped from Python; warm from its final state)
+    r, carry = admm_stepped(pb, "cold", None, check_library=(idx == 0))
     done(r)
     if hasattr(r, "library_check"):
         log("  " + r.library_check)
         pb.library_check = r.library_check
-    r, _ = admm_copy(pb, "warm", carry)
+    r, _ = admm_stepped(pb, "warm", carry)
     done(r)
     # textbook ALADIN, barrier curvature
     _tb_warmup(pb, "barrier")

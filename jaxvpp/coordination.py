@@ -387,16 +387,56 @@ def _log_iteration(it, pres, dres, cres, mu, alpha, obj, gap=float("nan")):
 # --------------------------------------------------------------------------------------------------
 
 
-class ADMMState(NamedTuple):
+class ADMMCarry(NamedTuple):
+    """What one ADMM iteration hands the next (and what a warm start supplies)."""
+
     p: Array  #: (N, T) net powers (MW)
     price: Array  #: (T,) y: price on p (EUR/MW)
     rho: Array  #: () penalty (EUR/MW^2)
-    warm: tuple
+    warm: tuple  #: the local solver's state, for warm-started local solves
+
+
+class ADMMState(NamedTuple):
+    carry: ADMMCarry
     iteration: Array
     primal_residual: Array
     dual_residual: Array
     converged: Array
     history: History
+
+
+def admm_start(fleet: Fleet, market: Market, settings: Settings) -> ADMMCarry:
+    """ADMM's cold start: every battery's uncoordinated optimum, zero price, a penalty from the price level."""
+    sol0, warm0 = solve_batteries(fleet, market, settings, return_state=True)
+    rho0 = 0.1 * settings.dt_hours * jnp.mean(jnp.abs(market.prices)) / jnp.maximum(jnp.mean(fleet.power_mw), 1e-3)
+    return ADMMCarry(sol0.net_mw, jnp.zeros(market.horizon), jnp.asarray(rho0, dtype=jnp.float64), warm0)
+
+
+def admm_step(fleet: Fleet, market: Market, settings: Settings, target_mw: Array, st: ADMMCarry, tol: float
+              ) -> tuple[ADMMCarry, Array, Array, Array, Array, Array]:
+    """One exchange-ADMM iteration: local solves with the price and a proximal term (warm-started), the
+    price update by the mismatch, and residual balancing of the penalty (x2 or /2 when the primal and dual
+    residuals differ by more than 10x).
+
+    Returns the next carry, the primal and dual residuals, the coupling residual (MW, max over steps), the
+    fleet objective (EUR) and whether both the coupling residual per battery and the dual residual are
+    below ``tol`` (MW).
+    """
+    N, T = fleet.size, market.horizon
+    r = (jnp.sum(st.p, axis=0) - target_mw) / N
+    center = st.p - r[None, :]
+    sol, warm = solve_batteries(fleet, market, settings, linear_price=jnp.broadcast_to(st.price, (N, T)),
+                                prox_weight=jnp.full((N, T), st.rho), prox_center=center,
+                                warm_start=st.warm, return_state=True)
+    p = sol.net_mw
+    r_new = (jnp.sum(p, axis=0) - target_mw) / N
+    price = st.price + st.rho * r_new
+    pres = jnp.linalg.norm(r_new)
+    dres = st.rho * jnp.linalg.norm((p - r_new[None]) - (st.p - r[None])) / jnp.sqrt(N)
+    rho = jnp.where(pres > 10 * dres, 2 * st.rho, jnp.where(dres > 10 * pres, st.rho / 2, st.rho))
+    cres = jnp.max(jnp.abs(r_new)) * N
+    conv = (cres / N <= tol) & (dres / jnp.maximum(rho, 1e-12) / jnp.sqrt(T) <= tol)
+    return ADMMCarry(p, price, rho, warm), pres, dres, cres, jnp.sum(sol.objective_eur), conv
 
 
 @functools.partial(jax.jit, static_argnames=("tol", "max_iter", "verbose"))
@@ -407,49 +447,30 @@ def admm(
     settings: Settings,
     tol: float = 1e-6,
     max_iter: int = 300,
-    rho0: float | None = None,
     verbose: bool = False,
+    warm_start: ADMMCarry | None = None,
 ) -> ADMMState:
-    """Exchange ADMM: each iteration every battery solves its local problem with a price and a proximal
-    term (the batched solver, warm-started); the aggregator updates the price by the mismatch and balances
-    the penalty between primal and dual residuals (x2 or /2 when they differ by more than 10x).
-
-    Stops when the coupling residual per battery and the dual residual fall below ``tol`` (MW).
+    """Exchange ADMM: :func:`admm_step` until the coupling residual per battery and the dual residual fall
+    below ``tol`` (MW), from :func:`admm_start` or from ``warm_start`` (the ``carry`` of an earlier run).
     """
-    N, T = fleet.size, market.horizon
     target = jnp.asarray(target_mw)
-    sol0, warm0 = solve_batteries(fleet, market, settings, return_state=True)
-    if rho0 is None:
-        rho0 = 0.1 * settings.dt_hours * jnp.mean(jnp.abs(market.prices)) / jnp.maximum(jnp.mean(fleet.power_mw), 1e-3)
     nan = jnp.full(max_iter, jnp.nan)
 
     def body(st: ADMMState) -> ADMMState:
-        r = (jnp.sum(st.p, axis=0) - target) / N
-        center = st.p - r[None, :]
-        sol, warm = solve_batteries(fleet, market, settings, linear_price=jnp.broadcast_to(st.price, (N, T)),
-                                    prox_weight=jnp.full((N, T), st.rho), prox_center=center,
-                                    warm_start=st.warm, return_state=True)
-        p = sol.net_mw
-        r_new = (jnp.sum(p, axis=0) - target) / N
-        price = st.price + st.rho * r_new
-        pres = jnp.sqrt(N) * jnp.linalg.norm(r_new) / jnp.sqrt(N)
-        dres = st.rho * jnp.linalg.norm((p - r_new[None]) - (st.p - r[None])) / jnp.sqrt(N)
-        rho = jnp.where(pres > 10 * dres, 2 * st.rho, jnp.where(dres > 10 * pres, st.rho / 2, st.rho))
-        cres = jnp.max(jnp.abs(r_new)) * N
-        conv = (cres / N <= tol) & (dres / jnp.maximum(rho, 1e-12) / jnp.sqrt(T) <= tol)
+        carry, pres, dres, cres, obj, conv = admm_step(fleet, market, settings, target, st.carry, tol)
         it = st.iteration
-        obj = jnp.sum(sol.objective_eur)
-        hist = History(*(h.at[it].set(v) for h, v in zip(
-            st.history, (pres, dres, cres, jnp.nan, st.rho, obj, jnp.nan))))
+        rho = st.carry.rho
+        hist = History(*(h.at[it].set(v) for h, v in zip(st.history, (pres, dres, cres, jnp.nan, rho, obj, jnp.nan))))
         if verbose:
-            jax.debug.callback(_log_iteration, it + 1, pres, dres, cres, jnp.nan, st.rho, obj, ordered=True)
-        return ADMMState(p, price, rho, warm, it + 1, pres, dres, conv, hist)
+            jax.debug.callback(_log_iteration, it + 1, pres, dres, cres, jnp.nan, rho, obj, ordered=True)
+        return ADMMState(carry, it + 1, pres, dres, conv, hist)
 
     def cond(st):
         return (~st.converged) & (st.iteration < max_iter)
 
-    st0 = ADMMState(sol0.net_mw, jnp.zeros(T), jnp.asarray(rho0, dtype=jnp.float64), warm0, jnp.asarray(0),
-                    jnp.asarray(jnp.inf), jnp.asarray(jnp.inf), jnp.asarray(False), History(nan, nan, nan, nan, nan, nan, nan))
+    carry0 = admm_start(fleet, market, settings) if warm_start is None else warm_start
+    st0 = ADMMState(carry0, jnp.asarray(0), jnp.asarray(jnp.inf), jnp.asarray(jnp.inf), jnp.asarray(False),
+                    History(nan, nan, nan, nan, nan, nan, nan))
     return lax.while_loop(cond, body, st0)
 
 
@@ -509,7 +530,8 @@ def coordinate(
         tol: relative tolerance on primal, dual, coupling residuals and gap (ALADIN); MW for ADMM.
         max_iter: iteration limit (default 100 for ALADIN, 300 for ADMM).
         log: called with one line per iteration (a live log), e.g. ``print``.
-        warm_start: ``(LocalState, lam)`` from an earlier ALADIN run (``result.history["_state"]``).
+        warm_start: ``result.history["_state"]`` of an earlier run of the same method: ``(LocalState, lam)``
+            for ALADIN, an :class:`ADMMCarry` for ADMM.
 
     Returns:
         A :class:`CoordinationResult`; ``status`` says whether it converged. Infeasible targets found
@@ -546,16 +568,17 @@ def coordinate(
                 f"reached: the end game ran into round-off)")
     elif method == "admm":
         st = admm(fleet, market, jnp.asarray(target), settings, tol=max(tol, 1e-9),
-                  max_iter=max_iter or 300, verbose=log is not None)
+                  max_iter=max_iter or 300, verbose=log is not None, warm_start=warm_start)
         jax.block_until_ready(st)
         it = int(st.iteration)
-        x = st.warm[0]
+        x = st.carry.warm[0]
         power = fleet.power_mw[:, None]
         charge, discharge = x.c * power, x.d * power
         status = "converged" if bool(st.converged) else "max_iter"
         sol = _solution_from_schedule(fleet, market, settings, charge, discharge, it, status == "converged")
-        lam = np.asarray(st.price)
+        lam = np.asarray(st.carry.price)
         hist = {k: np.asarray(v)[:it] for k, v in st.history._asdict().items()}
+        hist["_state"] = st.carry  # type: ignore[assignment]
         cres = float(np.max(np.abs(np.asarray(jnp.sum(sol.net_mw, axis=0)) - target)))
     elif method == "centralized":
         from jaxvpp.reference import solve_fleet_reference

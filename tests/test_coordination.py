@@ -102,6 +102,18 @@ def test_admm_baseline_approaches_the_same_optimum():
     assert abs(res.objective_eur - ref["objective_eur"]) <= 0.05 * abs(ref["objective_eur"])
 
 
+def test_admm_warm_start_continues_the_same_iteration():
+    """ADMM's carry holds its whole state: 10 iterations, then 10 more from the carry, equal 20 at once."""
+    fleet, market, settings, target = _instance(1)
+    kw = dict(method="admm", tol=1e-12)
+    first = coordinate(fleet, market, target, settings, max_iter=10, **kw)
+    more = coordinate(fleet, market, target, settings, max_iter=10, warm_start=first.history["_state"], **kw)
+    both = coordinate(fleet, market, target, settings, max_iter=20, **kw)
+    np.testing.assert_allclose(more.history["coupling_residual_mw"], both.history["coupling_residual_mw"][10:],
+                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(more.solution.net_mw), np.asarray(both.solution.net_mw), atol=1e-7)
+
+
 def test_warm_started_recoordination_after_target_change():
     fleet, market, settings, target = _instance(7)
     first = coordinate(fleet, market, target, settings)
