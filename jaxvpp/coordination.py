@@ -189,13 +189,13 @@ def aladin_ipm(
     def measures(local: LocalState, lam):
         """Largest relative primal and dual residuals over the batteries, the fleet's relative duality gap
         (EUR, against the fleet objective: a battery with an objective near zero need not resolve its own
-        relative gap to 1e-8) and the coupling residual (MW)."""
+        relative gap to 1e-8), the coupling residual (MW) and the fleet objective (EUR)."""
         pres, dres, _ = v_measures(qp, sc, local, lam)
         r = agg.coupling_residual(jax.vmap(coupling_map)(sc, local.x), target)
         cres = jnp.max(jnp.abs(r))
         gap_eur = jnp.sum(sc.money * jnp.sum(local.s * local.z, axis=1))
-        gap = gap_eur / (1.0 + jnp.abs(fleet_objective(local)))
-        return jnp.max(pres), jnp.max(dres), gap, cres
+        obj = fleet_objective(local)
+        return jnp.max(pres), jnp.max(dres), gap_eur / (1.0 + jnp.abs(obj)), cres, obj
 
     def merit(pres, dres, gap, cres):
         """The largest measure relative to its tolerance (<= 1: converged)."""
@@ -311,7 +311,7 @@ def aladin_ipm(
             z=jnp.maximum(z + alpha * dz, 1e-300),
         )
         new_lam = lam + alpha * dlam
-        pres, dres, gap, cres = measures(new_local, new_lam)
+        pres, dres, gap, cres, obj = measures(new_local, new_lam)
         finite = jnp.isfinite(pres + dres + gap + cres) & jnp.all(jnp.isfinite(new_lam))
         m_new = jnp.where(finite, merit(pres, dres, gap, cres), jnp.inf)
         conv = m_new <= 1.0
@@ -327,7 +327,6 @@ def aladin_ipm(
         diverged = jnp.max(jnp.abs(new_lam)) / settings.dt_hours > 1e9
         status = jnp.where(breakdown, 3, jnp.where(diverged, 2, 0))
         it = state.iteration
-        obj = fleet_objective(new_local)
         hist = History(*(h.at[it].set(v) for h, v in zip(state.history, (pres, dres, cres, mu, alpha, obj, gap))))
         if verbose:
             jax.debug.callback(_log_iteration, it + 1, pres, dres, cres, mu, alpha, obj, gap, ordered=True)
@@ -344,7 +343,7 @@ def aladin_ipm(
         return (~state.converged) & (state.iteration < max_iter) & (state.status == 0)
 
     local0 = LocalState(x0, s0, z0)
-    pres, dres, gap, cres = measures(local0, lam0)
+    pres, dres, gap, cres, _ = measures(local0, lam0)
     nan = jnp.full(max_iter, jnp.nan)
     m0 = merit(pres, dres, gap, cres)
     state0 = ALADINState(local0, lam0, jnp.asarray(0), jnp.asarray(0), jnp.asarray(False), pres, dres, cres, gap,
