@@ -351,11 +351,12 @@ def inv_cholesky(A: Array, block: int | None = None) -> Array:
     return jnp.concatenate([top, jnp.concatenate([X21, X22], -1)], -2)
 
 
-def factor(qp: BatteryQP, W: Array) -> Factor:
-    """Build, equilibrate and factor the condensed Newton matrix for row weights ``W = z / s``."""
+def factor(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> Factor:
+    """Build, equilibrate and factor the condensed Newton matrix for row weights ``W = z / s``
+    (``regularisation`` is added to its diagonal, scaled units; the caller's refinement removes it)."""
     kmat, w_loss, d_u = condensed_matrix(qp, W)
     n = kmat.shape[0]
-    kmat = kmat + REGULARISATION * jnp.eye(n)
+    kmat = kmat + regularisation * jnp.eye(n)
     scale = 1.0 / jnp.sqrt(jnp.diagonal(kmat))
     X = inv_cholesky(kmat * scale[:, None] * scale[None, :])
     return Factor(inv_chol=X, scale=scale, w_loss=w_loss, d_u=d_u)
