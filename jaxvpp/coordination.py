@@ -156,6 +156,12 @@ class ALADINState(NamedTuple):
     since_best: Array  #: iterations since the best iterate
 
 
+def _weighted(weight: Array | None, a: Array) -> Array:
+    """``a`` (leading battery axis) times each battery's weight (1 real, 0 a padding replica); ``a`` itself
+    without weights. Applied to every contribution to a sum over batteries (see :mod:`jaxvpp.distributed`)."""
+    return a if weight is None else a * jnp.reshape(weight, weight.shape + (1,) * (a.ndim - 1))
+
+
 def _local_measures(qp, sc, st: LocalState, lam):
     pres, dres, gap = _measures(qp, st.x, st.s, st.z, extra_dual=coupling_dual(qp, sc, lam))
     return pres, dres, gap
@@ -171,10 +177,17 @@ def aladin_ipm(
     max_iter: int = 100,
     verbose: bool = False,
     warm_start: tuple[LocalState, Array] | None = None,
+    weight: Array | None = None,
 ) -> ALADINState:
-    """Interior-point ALADIN: the jitted loop (see the module docstring). Returns the final state."""
+    """Interior-point ALADIN: the jitted loop (see the module docstring). Returns the final state.
+
+    ``weight`` (N,): 1 for a battery, 0 for a padding replica of one (a fleet padded to a multiple of the
+    device count, :mod:`jaxvpp.distributed`); it multiplies every contribution to a sum over batteries, so a
+    replica, which follows its original's trajectory exactly, changes no sum, min or max. None: all 1.
+    """
     qp, sc = jax.vmap(lambda b: build_qp(b, market, settings))(fleet)
     N = fleet.size
+    n_real = N if weight is None else jnp.sum(weight)
     T = market.horizon
     if warm_start is None:
         x0, s0, z0 = jax.vmap(initial_point)(qp)
@@ -191,9 +204,9 @@ def aladin_ipm(
         (EUR, against the fleet objective: a battery with an objective near zero need not resolve its own
         relative gap to 1e-8), the coupling residual (MW) and the fleet objective (EUR)."""
         pres, dres, _ = v_measures(qp, sc, local, lam)
-        r = agg.coupling_residual(jax.vmap(coupling_map)(sc, local.x), target)
+        r = agg.coupling_residual(_weighted(weight, jax.vmap(coupling_map)(sc, local.x)), target)
         cres = jnp.max(jnp.abs(r))
-        gap_eur = jnp.sum(sc.money * jnp.sum(local.s * local.z, axis=1))
+        gap_eur = jnp.sum(_weighted(weight, sc.money * jnp.sum(local.s * local.z, axis=1)))
         obj = fleet_objective(local)
         return jnp.max(pres), jnp.max(dres), gap_eur / (1.0 + jnp.abs(obj)), cres, obj
 
@@ -202,9 +215,9 @@ def aladin_ipm(
         return jnp.maximum(jnp.maximum(pres, dres), jnp.maximum(gap, cres / scale_target)) / tol
 
     def fleet_objective(local: LocalState):
-        return jnp.sum(sc.money * jax.vmap(objective)(qp, local.x))
+        return jnp.sum(_weighted(weight, sc.money * jax.vmap(objective)(qp, local.x)))
 
-    v_map = jax.vmap(coupling_map)
+    v_map = lambda sc_, x_: _weighted(weight, jax.vmap(coupling_map)(sc_, x_))  # noqa: E731  (only ever summed)
     v_dual = jax.vmap(coupling_dual, in_axes=(0, 0, None))
     v_once = jax.vmap(_newton_once)
 
@@ -247,12 +260,12 @@ def aladin_ipm(
         r_d, r_p = jax.vmap(kkt_residuals)(qp, local.x, s, z)
         r_d = _pmap(jnp.add, r_d, jax.vmap(coupling_dual, in_axes=(0, 0, None))(qp, sc, lam))
         fac = jax.vmap(factor)(qp, z / s)
-        M = jax.vmap(coupling_curvature)(fac, sc)
+        M = _weighted(weight, jax.vmap(coupling_curvature)(fac, sc))
         p_now = v_map(sc, local.x)
         cfac = agg.factor_coupling(agg.AgentMessage(curvature=M, gradient=jnp.zeros_like(p_now), net_mw=p_now))
         comp = jnp.sum(s * z, axis=1)
         rows = s.shape[1]
-        mu = jnp.sum(comp) / (N * rows)
+        mu = jnp.sum(_weighted(weight, comp)) / (n_real * rows)
         zero_d = jax.tree.map(jnp.zeros_like, r_d)
         zero_p = jnp.zeros_like(r_p)
 
