@@ -184,6 +184,8 @@ def aladin_ipm(
     ``weight`` (N,): 1 for a battery, 0 for a padding replica of one (a fleet padded to a multiple of the
     device count, :mod:`jaxvpp.distributed`); it multiplies every contribution to a sum over batteries, so a
     replica, which follows its original's trajectory exactly, changes no sum, min or max. None: all 1.
+    With weights (the sharded run) the live log is an unordered callback: JAX supports ordered effects on
+    one device only; the unordered one runs once per iteration, on the mesh's first device.
     """
     qp, sc = jax.vmap(lambda b: build_qp(b, market, settings))(fleet)
     N = fleet.size
@@ -342,7 +344,7 @@ def aladin_ipm(
         it = state.iteration
         hist = History(*(h.at[it].set(v) for h, v in zip(state.history, (pres, dres, cres, mu, alpha, obj, gap))))
         if verbose:
-            jax.debug.callback(_log_iteration, it + 1, pres, dres, cres, mu, alpha, obj, gap, ordered=True)
+            jax.debug.callback(_log_iteration, it + 1, pres, dres, cres, mu, alpha, obj, gap, ordered=weight is None)
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
         take = lambda new, old: jnp.where(better, new, old)  # noqa: E731
         return ALADINState(
@@ -532,6 +534,7 @@ def coordinate(
     max_iter: int | None = None,
     log: Callable[[str], None] | None = None,
     warm_start: tuple | None = None,
+    devices: int = 1,
 ) -> CoordinationResult:
     """Coordinate the fleet so that ``sum_i p_it = target_mw[t]`` (MW) for every step.
 
@@ -544,6 +547,8 @@ def coordinate(
         log: called with one line per iteration (a live log), e.g. ``print``.
         warm_start: ``result.history["_state"]`` of an earlier run of the same method: ``(LocalState, lam)``
             for ALADIN, an :class:`ADMMCarry` for ADMM.
+        devices: ALADIN only: split the fleet over the first ``devices`` of ``jax.devices()`` (the same answer;
+            see :mod:`jaxvpp.distributed`). In a multi-process run, every device of every process.
 
     Returns:
         A :class:`CoordinationResult`; ``status`` says whether it converged. Infeasible targets found
@@ -551,6 +556,8 @@ def coordinate(
     """
     target = np.asarray(target_mw, dtype=float)
     T = market.horizon
+    if devices != 1 and method != "aladin":
+        raise ValueError(f"devices={devices}: only method='aladin' runs on several devices")
     if target.shape != (T,):
         raise ValueError(f"target has {target.shape} entries, the scenarios have {T} steps")
     t0 = time.perf_counter()
@@ -562,8 +569,14 @@ def coordinate(
                                   wall_time_s=time.perf_counter() - t0, infeasible_steps=bad)
     _LOG.update(t0=t0, sink=log, times=[])
     if method == "aladin":
-        st = aladin_ipm(fleet, market, jnp.asarray(target), settings, tol=tol, max_iter=max_iter or 100,
-                        verbose=log is not None, warm_start=warm_start)
+        if devices == 1 and jax.process_count() == 1:
+            st = aladin_ipm(fleet, market, jnp.asarray(target), settings, tol=tol, max_iter=max_iter or 100,
+                            verbose=log is not None, warm_start=warm_start)
+        else:
+            from jaxvpp.distributed import aladin_sharded
+
+            st = aladin_sharded(fleet, market, target, settings, devices, tol=tol, max_iter=max_iter or 100,
+                                verbose=log is not None, warm_start=warm_start)
         jax.block_until_ready(st)
         it = int(st.iteration)
         power = fleet.power_mw[:, None]  # the solver's power scale (Scales.power)
