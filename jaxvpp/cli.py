@@ -127,7 +127,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         # before anything starts JAX: on a CPU the number of host devices is fixed when it starts
-        if args.devices != 1 and (args.target is None or args.method != "aladin"):
+        if args.devices > 1 and (args.target is None or args.method != "aladin"):
             raise InputError("--devices applies to coordination with --method aladin and a --target", column="--devices")
         set_up_devices(args.devices, args.coordinator, args.num_processes, args.process_id)
         io.validate_alpha(args.alpha)
