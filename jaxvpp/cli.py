@@ -34,6 +34,8 @@ RUN_OVERRIDES: tuple[tuple[str, str, type, tuple[str, ...], str], ...] = (
     ("--max-iter", "max_iter", int, ("coordination.max_iter",), "ALADIN's iteration limit ([coordination] max_iter)"),
     ("--admm-max-iter", "admm_max_iter", int, ("coordination.admm_max_iter",),
      "ADMM's iteration limit ([coordination] admm_max_iter)"),
+    ("--devices", "devices", int, ("coordination.devices",),
+     "devices ALADIN splits the fleet over ([coordination] devices)"),
 )
 
 
@@ -309,6 +311,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    if cfg.coordination.devices > 1:  # before the pipeline starts JAX (CPU: forced host devices)
+        try:
+            set_up_devices(cfg.coordination.devices)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INPUT
     from jaxvpp.pipeline import NumericalError, run
 
     log = None if args.quiet else print

@@ -80,6 +80,8 @@ def test_cli_refuses_devices_it_cannot_have(tmp_path, capsys):
     assert "--target" in capsys.readouterr().err
     assert main(["coordinate", "--target", str(tmp_path / "t.csv"), "--devices", "2", "--out", str(tmp_path)]) == 2
     assert "2 devices requested but JAX sees 1 (cpu)" in capsys.readouterr().err
+    assert main(["run", "--devices", "2", "--out", str(tmp_path / "r"), "--quiet"]) == 2  # [coordination] devices
+    assert "2 devices requested" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_coordinate_devices_only_for_aladin():
