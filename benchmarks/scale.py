@@ -100,7 +100,8 @@ def one_run(n: int, devices: int, kind: str, log_path: str | None) -> dict:
                time_s=res.wall_time_s, first_iteration_s=float(el[0]) if el.size else float("nan"),
                time_per_iteration_s=per_it, solve_after_first_s=float(el[-1] - el[0]) if el.size > 1 else float("nan"),
                problem_s=t_free, objective_eur=res.objective_eur, coupling_residual_mw=res.coupling_residual_mw,
-               peak_rss_mb=_rss_mb(), rss_problem_mb=rss_problem)
+               peak_rss_mb=_rss_mb(), rss_problem_mb=rss_problem,
+               cpu_s=sum(resource.getrusage(resource.RUSAGE_SELF)[:2]))  # user + system: cores used x time
     RUNS.mkdir(parents=True, exist_ok=True)
     if n <= 20000:
         np.savez(RUNS / f"answer_N{n}_d{devices}.npz", net_mw=np.asarray(res.solution.net_mw),
@@ -163,12 +164,16 @@ def write_report() -> str:
         for r in rss:
             lines.append(f"| {r['N']} | {r['status']} | {r['iterations']} | {r['time_s']:.1f} | "
                          f"{r['time_per_iteration_s']:.3f} | {r['peak_rss_mb']:.0f} |")
-        if len(rss) >= 2:
-            s, c = _fit([r["N"] for r in rss], [r["peak_rss_mb"] * 2**20 for r in rss])
-            fit_rss = (s, c)
-            n_max = (24 * GiB * 0.9 - c) / s
-            lines += ["", f"Linear fit of peak RSS: {s / 1e3:.1f} kB per battery + {c / 2**20:.0f} MB; a 24 GiB machine "
-                          f"(90 % usable) holds about {n_max:,.0f} batteries by this fit."]
+    # the fit takes every run with a measured peak (the largest ones too: the loop allocates its buffers
+    # once, so a run stopped after a few iterations has reached its peak)
+    pts = [r for r in rss + large if np.isfinite(r.get("peak_rss_mb", float("nan")))]
+    if len(pts) >= 2:
+        s, c = _fit([r["N"] for r in pts], [r["peak_rss_mb"] * 2**20 for r in pts])
+        fit_rss = (s, c)
+        n_max = (24 * GiB * 0.9 - c) / s
+        lines += ["", f"Linear fit of peak RSS over N = {', '.join(str(r['N']) for r in pts)}: {s / 1e3:.1f} kB per "
+                      f"battery + {c / 2**20:.0f} MB; a 24 GiB machine (90 % usable) holds about {n_max:,.0f} "
+                      "batteries by this fit."]
     if large:
         lines += ["", "The largest fleets run (one device):", "",
                   "| N | status | iterations | problem set-up (s) | first iteration incl. compilation (s) | "
@@ -182,9 +187,9 @@ def write_report() -> str:
     if dev:
         lines += ["", "The same fleet on 1, 2 and 4 forced host devices of this 2-core CPU (`--xla_force_host_platform"
                       "_device_count`; the difference is to the one-device answer, relative to its largest entry):", "",
-                  "| N | devices | status | iterations | per iteration (s) | speed-up | coordination (s) | "
+                  "| N | devices | status | iterations | per iteration (s) | speed-up | coordination (s) | CPU time (s) | "
                   "schedules diff | coupling price diff | objective diff |",
-                  "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         base = {r["N"]: r for r in dev if r["devices"] == 1}
         for r in dev:
             b = base.get(r["N"])
@@ -197,11 +202,16 @@ def write_report() -> str:
                 diffs = [f"{rel('net_mw'):.1e}", f"{rel('price'):.1e}",
                          f"{abs(float(a1['objective']) - float(a0['objective'])) / abs(float(a0['objective'])):.1e}"]
             lines.append(f"| {r['N']} | {r['devices']} | {r['status']} | {r['iterations']} | "
-                         f"{r['time_per_iteration_s']:.3f} | {sp:.2f} | {r['time_s']:.1f} | {' | '.join(diffs)} |")
+                         f"{r['time_per_iteration_s']:.3f} | {sp:.2f} | {r['time_s']:.1f} | "
+                         f"{_fmt(r.get('cpu_s'), '.1f')} | {' | '.join(diffs)} |")
     text = "\n".join(lines) + "\n"
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "scale.md").write_text(text)
     return text
+
+
+def _fmt(x, spec: str) -> str:
+    return format(x, spec) if isinstance(x, (int, float)) else "-"
 
 
 def _ints(text: str) -> list[int]:
