@@ -153,8 +153,9 @@ def partition_report(fleet, market, target_mw, settings, devices: int, tol: floa
     """What XLA made of the sharded program: its collectives and whether the per-battery work is split.
 
     Compiles :func:`aladin_ipm` for the fleet split over ``devices`` and counts, in the optimised HLO,
-    the all-reduce, all-gather and all-to-all instructions, and the shapes with the per-device battery
-    count ``N / devices`` against the whole ``N``.
+    the all-reduce, all-gather and all-to-all instructions (and the shapes the all-reduces carry), and the
+    array shapes (of any element type) that lead with the per-device battery count ``N / devices`` against
+    those that lead with the whole padded ``N``.
     """
     import re
 
@@ -172,6 +173,6 @@ def partition_report(fleet, market, target_mw, settings, devices: int, tol: floa
     return dict(devices=devices, batteries=n, all_reduce=count("all-reduce"), all_reduce_shapes=payload,
                 all_gather=count("all-gather"), all_to_all=count("all-to-all"),
                 collective_permute=count("collective-permute"), reduce_scatter=count("reduce-scatter"),
-                local_shapes=len(re.findall(rf"f64\[{n // devices},", hlo)),
-                global_shapes=len(re.findall(rf"f64\[{n},", hlo)) if devices > 1 else None,
+                local_shapes=len(re.findall(rf"\b\w+\[{n // devices}[,\]]", hlo)),
+                global_shapes=len(re.findall(rf"\b\w+\[{n}[,\]]", hlo)) if devices > 1 else None,
                 memory=compiled.memory_analysis())
