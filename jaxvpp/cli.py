@@ -34,6 +34,8 @@ RUN_OVERRIDES: tuple[tuple[str, str, type, tuple[str, ...], str], ...] = (
     ("--max-iter", "max_iter", int, ("coordination.max_iter",), "ALADIN's iteration limit ([coordination] max_iter)"),
     ("--admm-max-iter", "admm_max_iter", int, ("coordination.admm_max_iter",),
      "ADMM's iteration limit ([coordination] admm_max_iter)"),
+    ("--devices", "devices", int, ("coordination.devices",),
+     "devices ALADIN splits the fleet over ([coordination] devices)"),
 )
 
 
@@ -64,6 +66,16 @@ def _add_coordinate(sub: argparse._SubParsersAction) -> None:
                    help="iteration limit (default 100 for aladin, 300 for admm, 80 for the local solver)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration log")
     p.add_argument("--out", type=Path, default=Path("results"), help="output directory (default results/)")
+    g = p.add_argument_group(
+        "scale-out (aladin with --target)",
+        "Split the fleet over devices (the same answer; the aggregator's sums are the only communication). On a "
+        "CPU, --devices N makes JAX show N host devices. Several hosts: start the same command in every process "
+        "with --coordinator, --num-processes and its --process-id; --devices is then the total over all "
+        "processes (an equal share each); process 0 writes the outputs.")
+    g.add_argument("--devices", type=int, default=1, metavar="N", help="devices to split the fleet over (default 1)")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (multi-process runs)")
+    g.add_argument("--num-processes", type=int, default=1, metavar="P", help="number of processes (default 1)")
+    g.add_argument("--process-id", type=int, default=0, metavar="I", help="this process's id, 0 ... P-1")
     p.set_defaults(func=cmd_coordinate)
 
 
@@ -77,6 +89,35 @@ def _example_inputs():
     return ids, fleet, steps, market
 
 
+def set_up_devices(devices: int, coordinator: str | None = None, num_processes: int = 1, process_id: int = 0) -> None:
+    """Make JAX show ``devices`` devices before it starts (CPU: forced host devices), joining a multi-process
+    run first if ``coordinator`` is given. Raises :class:`~jaxvpp.errors.InputError` naming the option."""
+    from jaxvpp import distributed
+    from jaxvpp.errors import InputError
+
+    if devices < 1:
+        raise InputError(f"--devices must be at least 1, got {devices}", column="--devices")
+    if coordinator is not None or num_processes != 1:
+        if coordinator is None or num_processes < 2:
+            raise InputError("a multi-process run needs --coordinator HOST:PORT and --num-processes >= 2",
+                             column="--coordinator")
+        if not 0 <= process_id < num_processes:
+            raise InputError(f"--process-id must lie in 0 ... {num_processes - 1}, got {process_id}", column="--process-id")
+        if devices % num_processes:
+            raise InputError(f"--devices {devices} must be a multiple of --num-processes {num_processes} (an equal "
+                             "share per process)", column="--devices")
+        try:
+            distributed.initialize(coordinator, num_processes, process_id, local_devices=devices // num_processes)
+        except RuntimeError as exc:
+            raise InputError(f"could not join the multi-process run at {coordinator}: {exc}", column="--coordinator")
+    elif devices > 1:
+        distributed.use_cpu_devices(devices)
+    try:
+        distributed.fleet_mesh(devices)
+    except ValueError as exc:
+        raise InputError(str(exc), column="--devices") from None
+
+
 def cmd_coordinate(args: argparse.Namespace) -> int:
     """``jaxvpp coordinate``: solve and write schedules.csv and summary.json."""
     import numpy as np
@@ -87,6 +128,10 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
+        # before anything starts JAX: on a CPU the number of host devices is fixed when it starts
+        if args.devices > 1 and (args.target is None or args.method != "aladin"):
+            raise InputError("--devices applies to coordination with --method aladin and a --target", column="--devices")
+        set_up_devices(args.devices, args.coordinator, args.num_processes, args.process_id)
         io.validate_alpha(args.alpha)
         if not (args.dt_hours > 0):
             raise InputError(f"--dt-hours must be positive, got {args.dt_hours}", column="--dt-hours")
@@ -117,7 +162,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
             print(f"coordinating {len(ids)} batteries to the target ({args.method}):")
         res = coordinate(fleet, market, target, settings, method=args.method,
                          tol=args.tol if args.tol is not None else (1e-6 if args.method == "admm" else 1e-8),
-                         max_iter=args.max_iter, log=log)
+                         max_iter=args.max_iter, log=log, devices=args.devices)
         if res.status == "infeasible_target":
             steps_txt = "; ".join(f"step {steps[t]} (#{t + 1}): {why}" for t, why in res.infeasible_steps[:10])
             print(f"error: infeasible target {args.target}: {steps_txt}", file=sys.stderr)
@@ -176,8 +221,13 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         dt_hours=args.dt_hours,
         baseline=args.baseline,
+        devices=args.devices,
+        processes=args.num_processes,
         wall_time_s=time.perf_counter() - t0,
     )
+    if args.process_id != 0:  # a multi-process run: process 0 writes the outputs
+        print(f"process {args.process_id} of {args.num_processes}: done; process 0 writes {args.out}/")
+        return EXIT_OK
     frame = io.schedules_frame(ids, charge, discharge, soc, steps)
     io.write_outputs(args.out, {
         "schedules.csv": frame.to_csv(index=False),
@@ -261,6 +311,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    if cfg.coordination.devices > 1:  # before the pipeline starts JAX (CPU: forced host devices)
+        try:
+            set_up_devices(cfg.coordination.devices)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INPUT
     from jaxvpp.pipeline import NumericalError, run
 
     log = None if args.quiet else print

@@ -162,6 +162,8 @@ class CoordinationConfig:
     admm_max_iter: int = _key(150, "ADMM's iteration limit (it converges slowly: about 1e-2 MW per battery after 150)",
                               _at_least(1))
     admm_tol_mw: float = _key(1e-6, "ADMM's tolerance on the coupling residual per battery (MW)", _positive)
+    devices: int = _key(1, "devices ALADIN splits the fleet over (the same answer; on a CPU, `jaxvpp run` makes JAX "
+                           "show this many host devices; the other phases run on one)", _at_least(1))
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,12 @@ class ALADINState(NamedTuple):
     rejections: Array  #: consecutive rejected steps (end-game recovery)
 
 
+def _weighted(weight: Array | None, a: Array) -> Array:
+    """``a`` (leading battery axis) times each battery's weight (1 real, 0 a padding replica); ``a`` itself
+    without weights. Applied to every contribution to a sum over batteries (see :mod:`jaxvpp.distributed`)."""
+    return a if weight is None else a * jnp.reshape(weight, weight.shape + (1,) * (a.ndim - 1))
+
+
 def _local_measures(qp, sc, st: LocalState, lam):
     pres, dres, gap = _measures(qp, st.x, st.s, st.z, extra_dual=coupling_dual(qp, sc, lam))
     return pres, dres, gap
@@ -182,10 +188,19 @@ def aladin_ipm(
     max_iter: int = 100,
     verbose: bool = False,
     warm_start: tuple[LocalState, Array] | None = None,
+    weight: Array | None = None,
 ) -> ALADINState:
-    """Interior-point ALADIN: the jitted loop (see the module docstring). Returns the final state."""
+    """Interior-point ALADIN: the jitted loop (see the module docstring). Returns the final state.
+
+    ``weight`` (N,): 1 for a battery, 0 for a padding replica of one (a fleet padded to a multiple of the
+    device count, :mod:`jaxvpp.distributed`); it multiplies every contribution to a sum over batteries, so a
+    replica, which follows its original's trajectory exactly, changes no sum, min or max. None: all 1.
+    With weights (the sharded run) the live log is an unordered callback: JAX supports ordered effects on
+    one device only; the unordered one runs once per iteration, on the mesh's first device.
+    """
     qp, sc = jax.vmap(lambda b: build_qp(b, market, settings))(fleet)
     N = fleet.size
+    n_real = N if weight is None else jnp.sum(weight)
     T = market.horizon
     if warm_start is None:
         x0, s0, z0 = jax.vmap(initial_point)(qp)
@@ -202,9 +217,9 @@ def aladin_ipm(
         (EUR, against the fleet objective: a battery with an objective near zero need not resolve its own
         relative gap to 1e-8), the coupling residual (MW) and the fleet objective (EUR)."""
         pres, dres, _ = v_measures(qp, sc, local, lam)
-        r = agg.coupling_residual(jax.vmap(coupling_map)(sc, local.x), target)
+        r = agg.coupling_residual(_weighted(weight, jax.vmap(coupling_map)(sc, local.x)), target)
         cres = jnp.max(jnp.abs(r))
-        gap_eur = jnp.sum(sc.money * jnp.sum(local.s * local.z, axis=1))
+        gap_eur = jnp.sum(_weighted(weight, sc.money * jnp.sum(local.s * local.z, axis=1)))
         obj = fleet_objective(local)
         return jnp.max(pres), jnp.max(dres), gap_eur / (1.0 + jnp.abs(obj)), cres, obj
 
@@ -213,9 +228,9 @@ def aladin_ipm(
         return jnp.maximum(jnp.maximum(pres, dres), jnp.maximum(gap, cres / scale_target)) / tol
 
     def fleet_objective(local: LocalState):
-        return jnp.sum(sc.money * jax.vmap(objective)(qp, local.x))
+        return jnp.sum(_weighted(weight, sc.money * jax.vmap(objective)(qp, local.x)))
 
-    v_map = jax.vmap(coupling_map)
+    v_map = lambda sc_, x_: _weighted(weight, jax.vmap(coupling_map)(sc_, x_))  # noqa: E731  (only ever summed)
     v_dual = jax.vmap(coupling_dual, in_axes=(0, 0, None))
     v_once = jax.vmap(_newton_once)
 
@@ -280,12 +295,12 @@ def aladin_ipm(
         r_d, r_p = jax.vmap(kkt_residuals)(qp, local.x, s, z)
         r_d = _pmap(jnp.add, r_d, jax.vmap(coupling_dual, in_axes=(0, 0, None))(qp, sc, lam))
         fac = jax.vmap(lambda q, w: factor(q, w, FACTOR_REGULARISATION))(qp, z / s)
-        M = jax.vmap(coupling_curvature)(fac, sc)
+        M = _weighted(weight, jax.vmap(coupling_curvature)(fac, sc))
         p_now = v_map(sc, local.x)
         cfac = agg.factor_coupling(agg.AgentMessage(curvature=M, gradient=jnp.zeros_like(p_now), net_mw=p_now))
         comp = jnp.sum(s * z, axis=1)
         rows = s.shape[1]
-        mu = jnp.sum(comp) / (N * rows)
+        mu = jnp.sum(_weighted(weight, comp)) / (n_real * rows)
         # after a rejected step the retry from the same point is centred harder
         sigma_min = jnp.where(state.rejections > 0, RECOVERY_SIGMA, SIGMA_MIN)
         zero_d = jax.tree.map(jnp.zeros_like, r_d)
@@ -377,7 +392,7 @@ def aladin_ipm(
         it = state.iteration
         hist = History(*(h.at[it].set(v) for h, v in zip(state.history, (pres, dres, cres, mu, alpha, obj, gap))))
         if verbose:
-            jax.debug.callback(_log_iteration, it + 1, pres, dres, cres, mu, alpha, obj, gap, ordered=True)
+            jax.debug.callback(_log_iteration, it + 1, pres, dres, cres, mu, alpha, obj, gap, ordered=weight is None)
         keep = lambda new, old: jnp.where(reject, old, new)  # noqa: E731
         take = lambda new, old: jnp.where(better, new, old)  # noqa: E731
         return ALADINState(
@@ -570,6 +585,7 @@ def coordinate(
     max_iter: int | None = None,
     log: Callable[[str], None] | None = None,
     warm_start: tuple | None = None,
+    devices: int = 1,
 ) -> CoordinationResult:
     """Coordinate the fleet so that ``sum_i p_it = target_mw[t]`` (MW) for every step.
 
@@ -582,6 +598,8 @@ def coordinate(
         log: called with one line per iteration (a live log), e.g. ``print``.
         warm_start: ``result.history["_state"]`` of an earlier run of the same method: ``(LocalState, lam)``
             for ALADIN, an :class:`ADMMCarry` for ADMM.
+        devices: ALADIN only: split the fleet over the first ``devices`` of ``jax.devices()`` (the same answer;
+            see :mod:`jaxvpp.distributed`). In a multi-process run, every device of every process.
 
     Returns:
         A :class:`CoordinationResult`; ``status`` says whether it converged. Infeasible targets found
@@ -589,6 +607,8 @@ def coordinate(
     """
     target = np.asarray(target_mw, dtype=float)
     T = market.horizon
+    if devices != 1 and method != "aladin":
+        raise ValueError(f"devices={devices}: only method='aladin' runs on several devices")
     if target.shape != (T,):
         raise ValueError(f"target has {target.shape} entries, the scenarios have {T} steps")
     t0 = time.perf_counter()
@@ -600,8 +620,14 @@ def coordinate(
                                   wall_time_s=time.perf_counter() - t0, infeasible_steps=bad)
     _LOG.update(t0=t0, sink=log, times=[])
     if method == "aladin":
-        st = aladin_ipm(fleet, market, jnp.asarray(target), settings, tol=tol, max_iter=max_iter or 100,
-                        verbose=log is not None, warm_start=warm_start)
+        if devices == 1 and jax.process_count() == 1:
+            st = aladin_ipm(fleet, market, jnp.asarray(target), settings, tol=tol, max_iter=max_iter or 100,
+                            verbose=log is not None, warm_start=warm_start)
+        else:
+            from jaxvpp.distributed import aladin_sharded
+
+            st = aladin_sharded(fleet, market, target, settings, devices, tol=tol, max_iter=max_iter or 100,
+                                verbose=log is not None, warm_start=warm_start)
         jax.block_until_ready(st)
         it = int(st.iteration)
         power = fleet.power_mw[:, None]  # the solver's power scale (Scales.power)

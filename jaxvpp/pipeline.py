@@ -261,7 +261,7 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
     # ------------------------------------------------------------------------------------ 7. ALADIN
     t = prog.start("ALADIN", f"coordinating {N} batteries to the target (live log)")
     res = coordinate(fleet, market, target, settings, method="aladin", tol=cfg.coordination.tol,
-                     max_iter=cfg.coordination.max_iter, log=log)
+                     max_iter=cfg.coordination.max_iter, log=log, devices=cfg.coordination.devices)
     if res.status == "infeasible_target":
         where = "; ".join(f"step {steps[s]} (#{s + 1}): {why}" for s, why in res.infeasible_steps[:5])
         raise InfeasibleTargetError(f"infeasible target: {where}", [s for s, _ in res.infeasible_steps])
@@ -335,6 +335,7 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
         method="aladin",
         **coord_summary,
         coordination_wall_time_s=res.wall_time_s,
+        devices=cfg.coordination.devices,
         coordinated=coord,
         uncoordinated=unc,
         cost_of_meeting_target_eur=coord["objective_eur"] - unc["objective_eur"],

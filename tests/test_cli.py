@@ -39,6 +39,7 @@ def test_coordinate_writes_outputs_matching_centralized(small_inputs, tmp_path):
     assert abs(sa["objective_eur"] - sc["objective_eur"]) <= 1e-6 * max(1.0, abs(sc["objective_eur"]))
     for key in ("expected_revenue_eur", "cvar_eur", "iterations", "wall_time_s", "method"):
         assert key in sa
+    assert sa["devices"] == 1 and sa["processes"] == 1
     sched = pd.read_csv(out_a / "schedules.csv")
     assert list(sched.columns) == ["battery_id", "step", "charge_mw", "discharge_mw", "net_mw", "soc_mwh"]
     assert len(sched) == 4 * 24

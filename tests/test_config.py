@@ -63,6 +63,7 @@ def test_keys_left_out_keep_their_defaults(tmp_path):
     ("[frontier]\nrisk_weights = 0.5\n", "frontier.risk_weights", 2, "list of numbers"),
     ("[market]\nstart = \"1/1/2024\"\n", "market.start", 2, "YYYY-MM-DD"),
     ("[scenarios]\nsamples = 10\ncount = 20\n", "scenarios.count", 3, "must not exceed"),
+    ("[coordination]\ndevices = 0\n", "coordination.devices", 2, "at least 1"),
 ])
 def test_bad_config_names_file_line_and_key(tmp_path, text, key, line, why):
     p = _write(tmp_path, text, "bad_config.toml")

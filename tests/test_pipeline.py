@@ -98,6 +98,7 @@ def test_summary_converged_and_target_met(small_run):
     _, out, _, _ = small_run
     s = json.loads((out / "summary.json").read_text())
     assert s["converged"] is True and s["status"] == "converged" and s["num_batteries"] == N
+    assert s["devices"] == 1 and s["config"]["coordination"]["devices"] == 1
     for key in ("iterations", "objective_eur", "expected_revenue_eur", "cvar_eur", "coupling_residual_mw",
                 "coupling_price_eur_per_mwh", "phase_wall_time_s", "wall_time_s"):
         assert key in s, key
