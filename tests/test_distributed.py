@@ -42,16 +42,41 @@ def _rel(a, b) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
-PRICE_RTOL = 1e-5  #: the coupling prices are determined only to about 1e-6 at tol = 1e-8 (see below)
+DUAL_RTOL = 1e-7  #: the Lagrangian dual value at a reported price against the primal optimum (relative)
 
 
-def _same_answer(got: dict, ref: dict) -> None:
-    """Schedules and objective within 1e-8 relative, the same iterations; prices within PRICE_RTOL."""
+def _dual_gap(n: int, price) -> float:
+    """How far the coupling price is from an optimal multiplier: ``|g(lambda) - f*| / |f*|`` with the dual
+    function ``g(lambda) = sum_i min_x (f_i(x) + lambda'p_i(x)) - lambda'target`` (every battery solved alone
+    with the price, one device) and ``f*`` the coordinated optimum. Weak duality makes ``g <= f*`` for any
+    ``lambda``; a gap near 0 shows ``lambda`` optimal whether or not the multiplier is unique."""
+    import jax.numpy as jnp
+
+    from jaxvpp.battery import solve_batteries
+    from jaxvpp.coordination import coordinate
+    from sharded_worker import instance
+
+    fleet, market, settings, target = instance(n)
+    lam = -np.asarray(price, float) * settings.dt_hours  # coupling price (EUR/MWh) -> multiplier (EUR/MW)
+    sol = solve_batteries(fleet, market, settings, linear_price=jnp.broadcast_to(jnp.asarray(lam), (n, lam.size)))
+    g = float(np.sum(sol.objective_eur) + np.sum(np.asarray(sol.net_mw) @ lam) - lam @ target)
+    f = coordinate(fleet, market, target, settings).objective_eur
+    return abs(g - f) / abs(f)
+
+
+def _same_answer(got: dict, ref: dict, n: int) -> None:
+    """Schedules and objective within 1e-8 relative, the same iterations, and the coupling price an optimal
+    multiplier (dual value within DUAL_RTOL of the optimum).
+
+    The prices are compared by optimality rather than entry by entry: on these LP-like fleets the optimal
+    multiplier is not unique (every battery blocked at a step leaves its price free in an interval). The same
+    one-device run at tol 1e-8 and 1e-10 gave prices 1-7 % apart, a target changed by 1 part in 1e15 moved
+    them by up to 5e-4, yet every one of those prices had a dual value within 1e-8 of the optimum."""
     assert got["status"] == ref["status"] == "converged"
     assert got["iterations"] == ref["iterations"]
     assert _rel(got["net_mw"], ref["net_mw"]) <= RTOL
     assert abs(got["objective"] - ref["objective"]) <= RTOL * abs(ref["objective"])
-    assert _rel(got["price"], ref["price"]) <= PRICE_RTOL
+    assert _dual_gap(n, got["price"]) <= DUAL_RTOL
 
 
 def test_padding_replicates_the_last_battery_with_weight_zero():
@@ -104,13 +129,7 @@ def test_sharded_equals_single_device_on_four_host_devices(four_devices):
     """N = 10 and N = 7 (not divisible by 4: padded) on 4 forced host devices against 1 device: schedules,
     coupling prices and objective within 1e-8 relative, the same iterations."""
     for n in ("10", "7"):
-        _same_answer(four_devices[n]["4"], four_devices[n]["1"])
-        # The coupling prices are the multipliers of an LP-like end game: at tol = 1e-8 they are fixed only to
-        # about 1e-6 relative. Changing the target by 1 part in 1e15 on ONE device moves them as much as the
-        # different order of the all-reduced sums does (both 1e-8 ... 1e-6): the sharded run is no worse.
-        one, perturbed = four_devices[n]["1"], four_devices[n]["perturbed"]
-        _same_answer(perturbed, one)
-        assert _rel(four_devices[n]["4"]["price"], one["price"]) <= max(RTOL, 100 * _rel(perturbed["price"], one["price"]))
+        _same_answer(four_devices[n]["4"], four_devices[n]["1"], int(n))
 
 
 def test_xla_partitions_the_fleet_and_only_sums_communicate(four_devices):
@@ -143,4 +162,4 @@ def test_two_processes_equal_one(four_devices):
         raise AssertionError(err)
     got = json.loads(outs[0][0].strip().splitlines()[-1])
     assert (got["devices"], got["local_devices"], got["processes"]) == (4, 2, 2)
-    _same_answer(got, four_devices["7"]["1"])
+    _same_answer(got, four_devices["7"]["1"], 7)
