@@ -2,8 +2,10 @@
 
 A sweep varies one parameter over a grid of values and solves every resulting problem at once:
 
-* without a target the batteries are independent and the batch is the battery solver
-  (:func:`jaxvpp.battery.solve_batteries`) ``vmap``-ped over the problems;
+* without a target the batteries are independent: when only the fleets differ (risk weights, any fleet
+  column) the B fleets are laid end to end and solved by ONE call of the battery solver
+  (:func:`jaxvpp.battery.solve_batteries`, as ``jaxvpp run``'s frontier does); otherwise (alpha, prices) the
+  solver is ``vmap``-ped over the problems. Batteries are independent, so each row is its separate solve;
 * with a target every problem is coordinated by interior-point ALADIN (:func:`jaxvpp.coordination.aladin_ipm`)
   ``vmap``-ped over the problems: one ``while_loop`` runs until every problem has stopped, and a problem that
   has stopped is frozen (its carry is kept), so each member takes exactly the iterations it takes alone.
@@ -88,6 +90,24 @@ def _independent_batch(fleets: Fleet, markets: Market, settings: Settings, tol: 
     return jax.vmap(one)(fleets, markets, settings)
 
 
+@functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
+def _tiled_batch(fleets: Fleet, market: Market, settings: Settings, tol: float, max_iter: int):
+    B, N = fleets.capacity_mwh.shape
+    sol = solve_batteries(Fleet(*(a.reshape(B * N) for a in fleets)), market, settings, tol=tol, max_iter=max_iter)
+
+    def per(a):
+        return a.reshape((B, N) + a.shape[1:])
+
+    return (jnp.sum(per(sol.objective_eur), 1), jnp.sum(per(sol.expected_revenue_eur), 1),
+            jnp.sum(per(sol.degradation_eur), 1), jnp.sum(per(sol.cvar_eur), 1), jnp.all(per(sol.converged), 1),
+            jnp.max(per(sol.iterations), 1), per(sol.net_mw))
+
+
+def _shared(tree) -> bool:
+    """Whether every leaf is the same along the leading (batch) axis."""
+    return all(bool(np.all(np.asarray(a) == np.asarray(a)[:1])) for a in jax.tree.leaves(tree))
+
+
 def solve_batch(
     fleets: Fleet,
     markets: Market,
@@ -112,7 +132,13 @@ def solve_batch(
     """
     B = int(np.shape(fleets.capacity_mwh)[0])
     if targets is None:
-        out = _independent_batch(fleets, markets, settings, tol=tol or 1e-9, max_iter=max_iter or 80)
+        if _shared(markets) and _shared(settings):
+            # Only the fleets differ: one battery-solver call on the B fleets laid end to end (B*N batteries,
+            # chunked as usual), as jaxvpp run's frontier does, instead of a vmap around the chunked solver.
+            out = _tiled_batch(fleets, jax.tree.map(lambda a: a[0], markets), jax.tree.map(lambda a: a[0], settings),
+                               tol=tol or 1e-9, max_iter=max_iter or 80)
+        else:
+            out = _independent_batch(fleets, markets, settings, tol=tol or 1e-9, max_iter=max_iter or 80)
         obj, rev, deg, cv, conv, it, net = (np.asarray(a) for a in out)
         status = ["converged" if c else "max_iter" for c in conv]
         T = net.shape[-1]
