@@ -339,7 +339,7 @@ def _differentiate(fleet, market, settings, tgt, opt, info: SolveInfo, jacobians
         d_objective_d_alpha=float(g_s.alpha), d_objective_d_dt_hours=float(g_s.dt_hours),
         d_objective_d_target=np.asarray(g_t) if with_target else None,
         status=info.status, converged=info.converged, iterations=info.iterations,
-        smooth=q_ok and (not with_target or np.isfinite(cond)), condition=cond)
+        smooth=bool(q_ok and (not with_target or np.isfinite(cond))), condition=cond)
     if jacobians:
         jac = _jacobians(fleet, market, settings, t_arg, opt, with_target)
         names = ("expected_revenue_eur", "cvar_eur", "coupling_price_eur_per_mwh")
