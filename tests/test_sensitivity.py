@@ -224,7 +224,7 @@ def test_parse_values():
 
 @pytest.fixture()
 def files(tmp_path: Path):
-    fleet, market, settings, target = instance()
+    fleet, market, _, target = instance()
     ids = [f"b{i}" for i in range(N)]
     steps = [f"{t:02d}:00" for t in range(T)]
     fp, sp, tp = tmp_path / "fleet.csv", tmp_path / "scenarios.csv", tmp_path / "target.csv"
@@ -256,7 +256,7 @@ def test_sensitivity_command_writes_documented_columns(files, tmp_path, smooth):
 
 
 def test_sweep_command_writes_table_and_plot(files, tmp_path):
-    fp, sp, tp = files
+    fp, sp, _ = files
     out = tmp_path / "sw"
     assert main(["sweep", "--fleet", str(fp), "--scenarios", str(sp), "--alpha", "0.25", "--param", "risk_weight",
                  "--values", "0:2:3", "--out", str(out)]) == 0
