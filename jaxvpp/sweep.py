@@ -74,6 +74,12 @@ def _problems_per_chunk(fleets: Fleet) -> int:
     return int(min(B, max(1, CHUNK_BATTERIES // N)))
 
 
+def _chunked_map(f, xs, per_chunk: int):
+    """``lax.map`` over chunks of ``per_chunk`` problems (vmapped within a chunk); one problem per chunk is a plain
+    ``lax.map``, without a batch axis of size 1."""
+    return lax.map(f, xs) if per_chunk == 1 else lax.map(f, xs, batch_size=per_chunk)
+
+
 def _metrics(fleet: Fleet, market: Market, settings: Settings, charge: Array, discharge: Array) -> dict[str, Array]:
     return jax.vmap(lambda b, c, d: schedule_metrics(b, market, settings, c, d))(fleet, charge, discharge)
 
@@ -89,8 +95,7 @@ def _coordinated_batch(fleets: Fleet, markets: Market, settings: Settings, targe
                 jnp.sum(met["cvar_eur"]), s.status, s.iteration, s.coupling_residual_mw, met["net_mw"],
                 -s.lam / st.dt_hours)
 
-    return lax.map(lambda a: one(*a), (fleets, markets, settings, targets),
-                   batch_size=_problems_per_chunk(fleets))
+    return _chunked_map(lambda a: one(*a), (fleets, markets, settings, targets), _problems_per_chunk(fleets))
 
 
 @functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
@@ -100,7 +105,7 @@ def _independent_batch(fleets: Fleet, markets: Market, settings: Settings, tol: 
         return (jnp.sum(sol.objective_eur), jnp.sum(sol.expected_revenue_eur), jnp.sum(sol.degradation_eur),
                 jnp.sum(sol.cvar_eur), jnp.all(sol.converged), jnp.max(sol.iterations), sol.net_mw)
 
-    return lax.map(lambda a: one(*a), (fleets, markets, settings), batch_size=_problems_per_chunk(fleets))
+    return _chunked_map(lambda a: one(*a), (fleets, markets, settings), _problems_per_chunk(fleets))
 
 
 @functools.partial(jax.jit, static_argnames=("tol", "max_iter"))

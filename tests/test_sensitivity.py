@@ -193,6 +193,20 @@ def test_coordinated_sweep_rows_equal_separate_runs():
         assert abs(table.objective_eur[b] - r.objective_eur) <= 1e-9 * abs(r.objective_eur)
 
 
+def test_sweep_with_one_problem_per_chunk_equals_separate_runs(monkeypatch):
+    """Large fleets run one problem per chunk (a plain lax.map, no vmap): the same rows."""
+    import jaxvpp.sweep
+
+    monkeypatch.setattr(jaxvpp.sweep, "CHUNK_BATTERIES", 1)
+    fleet, market, settings, target = instance()
+    values = np.array([0.4, 0.6, 0.8, 1.0])  # four problems: a shape no other test traces with another chunking
+    table, _ = sweep(fleet, market, settings, target, "target_scale", values)
+    for b, v in enumerate(values):
+        r = coordinate(fleet, market, v * target, settings)
+        assert int(table.iterations[b]) == r.iterations
+        assert abs(table.objective_eur[b] - r.objective_eur) <= 1e-9 * abs(r.objective_eur)
+
+
 def test_independent_sweep_rows_equal_separate_runs():
     fleet, market, settings, _ = instance()
     values = np.array([0.05, 0.25, 0.5])
