@@ -384,7 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  jaxvpp run --out results/              the main job on the built-in example (about a minute)\n"
             "  jaxvpp init-config --out run.toml      the default configuration, every key commented\n"
             "  jaxvpp run --config run.toml --batteries 500 --seed 3\n"
-            "  jaxvpp coordinate --fleet fleet.csv --scenarios scenarios.csv --target target.csv\n\n"
+            "  jaxvpp coordinate --fleet fleet.csv --scenarios scenarios.csv --target target.csv\n"
+            "  jaxvpp sensitivity --fleet fleet.csv --scenarios scenarios.csv --target target.csv --out sens/\n"
+            "  jaxvpp sweep --param risk_weight --values 0:2:64 --out sweep/\n\n"
             "`jaxvpp COMMAND --help` describes each command. Exit codes: 0 success, 1 numerical error,\n"
             "2 bad input (file, row and column, config key, or option named), 3 infeasible target.\n"
             "Compiled programs are cached in ~/.cache/jaxvpp/xla (JAXVPP_CACHE_DIR; empty = no cache)."
@@ -401,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
         cli_market = None
     if cli_market is not None:
         cli_market.register(sub)
+    from jaxvpp import cli_study
+
+    cli_study.register(sub)
     return parser
 
 

@@ -302,3 +302,30 @@ def frontier(points: pd.DataFrame, *, fleet_points: dict[str, tuple[float, float
     ax.margins(x=0.08, y=0.08)
     fig.tight_layout()
     return fig
+
+
+def sweep_frontier(table: pd.DataFrame, param: str, *, alpha: float = 0.05, subtitle: str = "") -> Figure:
+    """Expected profit against CVaR for every row of a sweep (``jaxvpp sweep``), coloured by the swept value;
+    rows that did not converge are drawn as crosses."""
+    fig, (ax, ax2) = _subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})
+    t = table.sort_values(param)
+    ok = t["converged"].to_numpy(dtype=bool)
+    ax.plot(t["cvar_eur"][ok], t["expected_profit_eur"][ok], color="0.7", lw=1, zorder=1)
+    sc = ax.scatter(t["cvar_eur"][ok], t["expected_profit_eur"][ok], c=t[param][ok], cmap="viridis", s=22, zorder=2)
+    if (~ok).any():
+        ax.scatter(t["cvar_eur"][~ok], t["expected_profit_eur"][~ok], marker="x", color="#d62728", s=30,
+                   label="not converged", zorder=3)
+        ax.legend(fontsize=8)
+    fig.colorbar(sc, ax=ax, label=param)
+    ax.set_xlabel(f"CVaR of the loss at alpha = {alpha:g}, summed over batteries (EUR; lower = safer)")
+    ax.set_ylabel("expected profit: revenue - degradation (EUR)")
+    ax.set_title("Expected profit against tail risk", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax2.plot(t[param], t["objective_eur"], color=C_COORD, marker=".", lw=1)
+    ax2.set_xlabel(param)
+    ax2.set_ylabel("objective (EUR)")
+    ax2.set_title("Optimal objective", fontsize=10)
+    ax2.grid(alpha=0.3)
+    fig.suptitle(f"Sweep over {param}" + (f" ({subtitle})" if subtitle else ""), fontsize=11)
+    fig.tight_layout()
+    return fig
