@@ -284,21 +284,24 @@ def condensed_matrix(qp: BatteryQP, W: Array) -> tuple[Array, Array, Array]:
     """
     T, K = qp.fc.shape[0], qp.fu.shape[0]
     sl = _row_slices(T, K)
+    # the blocks are written as elementwise selections on an index grid (no gathers, no diag matrices), which
+    # XLA fuses: 10.5-12.7 ms -> 7.7-8.5 ms for 1000 batteries (T = 24, K = 20) on this CPU
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
     w_e = W[sl["e_hi"]] + W[sl["e_lo"]]
-    suffix = _lower_ones(T).T @ w_e
-    idx = np.maximum.outer(np.arange(T), np.arange(T))
-    Me = suffix[idx]  # L' diag(w_e) L
+    suffix = jnp.cumsum(w_e[::-1])[::-1]
+    Me = jnp.where(i >= j, suffix[:, None], suffix[None, :])  # suffix[max(i, j)] = L' diag(w_e) L
     w_r = qp.ramp_mask * (W[sl["r_hi"]] + W[sl["r_lo"]])
     wr_pad = jnp.concatenate([jnp.zeros(1), w_r, jnp.zeros(1)])
     ramp_diag = wr_pad[:-1] + wr_pad[1:]
-    Bp = jnp.diag(ramp_diag + qp.rho) - jnp.diag(w_r, 1) - jnp.diag(w_r, -1)
+    wr_next = wr_pad[1:]  # w_r[t] couples steps t and t + 1
+    off = jnp.where(i == j + 1, wr_next[None, :], jnp.where(j == i + 1, wr_next[:, None], 0.0))
     w_loss, w_u = W[sl["loss"]], W[sl["u_lo"]]
     d_u = w_loss + w_u
     omega = w_loss * w_u / d_u
-    Bp = Bp + (qp.A.T * omega) @ qp.A
+    Bp = jnp.where(i == j, (ramp_diag + qp.rho)[:, None], 0.0) - off + (qp.A.T * omega) @ qp.A
     Aw = qp.A.T @ omega  # (T,)
-    Kcc = jnp.diag(qp.qc + W[sl["c_lo"]] + W[sl["c_hi"]]) + qp.gc**2 * Me + Bp
-    Kdd = jnp.diag(qp.qd + W[sl["d_lo"]] + W[sl["d_hi"]]) + qp.gd**2 * Me + Bp
+    Kcc = jnp.where(i == j, (qp.qc + W[sl["c_lo"]] + W[sl["c_hi"]])[:, None], 0.0) + qp.gc**2 * Me + Bp
+    Kdd = jnp.where(i == j, (qp.qd + W[sl["d_lo"]] + W[sl["d_hi"]])[:, None], 0.0) + qp.gd**2 * Me + Bp
     Kcd = -qp.gc * qp.gd * Me - Bp
     top = jnp.concatenate([Kcc, Kcd, -Aw[:, None]], axis=1)
     mid = jnp.concatenate([Kcd.T, Kdd, Aw[:, None]], axis=1)
@@ -331,11 +334,14 @@ def _small_inv_chol(A: Array) -> Array:
     return lax.fori_loop(0, n, inv_step, jnp.zeros_like(A))
 
 
+@functools.partial(jax.jit, static_argnames=("block",))
 def inv_cholesky(A: Array, block: int | None = None) -> Array:
     """``X = L^-1`` for ``A = L L'`` by recursive 2 x 2 blocking.
 
     Written with matrix products so that a batch of small matrices runs at matrix-multiply speed on CPU
-    (the batched LAPACK Cholesky and triangular solves were measured 3-5x slower here).
+    (the batched LAPACK Cholesky and triangular solves were measured 3-5x slower here). A ``jit`` of its own
+    so that JAX traces it once per shape and process: a coordination program factors in two places (start
+    and iteration), and tracing the recursion took 0.37 s each time, paid by every ``jaxvpp coordinate``.
     """
     n = A.shape[-1]
     if block is None:

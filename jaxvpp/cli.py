@@ -419,7 +419,7 @@ def enable_compilation_cache() -> None:
     path = os.environ.get("JAXVPP_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxvpp", "xla"))
     if path:
         jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:
