@@ -59,11 +59,11 @@ REFINE_RTOL = 1e-3  #: a coupled solve is refined until its residual is below th
 #: contracted at 0.5 per round, or not at all, with 1e-9 (first error 1e6 times the right-hand side on a
 #: T = 96 fleet), and by 0.02 or better per round with 1e-7; the refinement removes the bias
 FACTOR_REGULARISATION = 1e-7
-#: smallest centring parameter of Mehrotra's corrector: keeps the end game centred. With 0.01 N = 1000 took 43
-#: iterations instead of 44, but the end point moved with round-off: the same fleet on one device and on four
-#: (sums in another order) ended 4e-8 apart in the schedules and up to 5e-4 in the (non-unique) prices; with
-#: 0.05, 2e-11 and 3e-7
-SIGMA_MIN = 5e-2
+#: smallest centring parameter of Mehrotra's corrector: keeps the end game centred. With 0.01 the end point moved
+#: with round-off: the same fleet on one device and on four (sums in another order) ended 4e-8 apart in the
+#: schedules and up to 5e-4 in the (non-unique) prices; with 0.03, 1e-13 and 2e-10 (N = 1000: 41 iterations).
+#: 0.05 broke the end game of a 2-battery fleet (a coupled solve off by 4e8 times its right-hand side)
+SIGMA_MIN = 3e-2
 ACCEPTABLE_TOL = 1e-6  #: relative accuracy accepted when the end game breaks down numerically before ``tol``
 STALL_ITERATIONS = 3  #: iterations without progress, once at the acceptable level, that end the loop
 RECOVERY_LEVEL = 1e-4  #: below this relative accuracy a step that worsens the best iterate 100x is rejected
