@@ -118,13 +118,39 @@ def set_up_devices(devices: int, coordinator: str | None = None, num_processes: 
         raise InputError(str(exc), column="--devices") from None
 
 
+def read_problem(args: argparse.Namespace):
+    """The checked options and input files of a solving command (``coordinate``, ``sensitivity``, ``sweep``):
+    ids, fleet, step labels, market, target (MW, or None) and settings. Raises :class:`InputError`."""
+    from jaxvpp import io
+    from jaxvpp.errors import InputError
+    from jaxvpp.problem import Settings
+
+    io.validate_alpha(args.alpha)
+    if not (args.dt_hours > 0):
+        raise InputError(f"--dt-hours must be positive, got {args.dt_hours}", column="--dt-hours")
+    if args.tol is not None and not (args.tol > 0):
+        raise InputError(f"--tol must be positive, got {args.tol}", column="--tol")
+    if args.max_iter is not None and args.max_iter < 1:
+        raise InputError(f"--max-iter must be at least 1, got {args.max_iter}", column="--max-iter")
+    if (args.fleet is None) != (args.scenarios is None):
+        raise InputError("give both --fleet and --scenarios, or neither for the built-in example",
+                         column="--fleet" if args.fleet is None else "--scenarios")
+    if args.fleet is None:
+        ids, fleet, steps, market = _example_inputs()
+    else:
+        ids, fleet = io.read_fleet(args.fleet)
+        steps, market = io.read_scenarios(args.scenarios)
+    target = io.read_target(args.target, len(steps)) if args.target is not None else None
+    settings = Settings(dt_hours=args.dt_hours, alpha=args.alpha, baseline=args.baseline)
+    return ids, fleet, steps, market, target, settings
+
+
 def cmd_coordinate(args: argparse.Namespace) -> int:
     """``jaxvpp coordinate``: solve and write schedules.csv and summary.json."""
     import numpy as np
 
     from jaxvpp import io
     from jaxvpp.errors import InputError
-    from jaxvpp.problem import Settings
 
     t0 = time.perf_counter()
     try:
@@ -132,26 +158,10 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
         if args.devices > 1 and (args.target is None or args.method != "aladin"):
             raise InputError("--devices applies to coordination with --method aladin and a --target", column="--devices")
         set_up_devices(args.devices, args.coordinator, args.num_processes, args.process_id)
-        io.validate_alpha(args.alpha)
-        if not (args.dt_hours > 0):
-            raise InputError(f"--dt-hours must be positive, got {args.dt_hours}", column="--dt-hours")
-        if args.tol is not None and not (args.tol > 0):
-            raise InputError(f"--tol must be positive, got {args.tol}", column="--tol")
-        if args.max_iter is not None and args.max_iter < 1:
-            raise InputError(f"--max-iter must be at least 1, got {args.max_iter}", column="--max-iter")
-        if (args.fleet is None) != (args.scenarios is None):
-            raise InputError("give both --fleet and --scenarios, or neither for the built-in example",
-                             column="--fleet" if args.fleet is None else "--scenarios")
-        if args.fleet is None:
-            ids, fleet, steps, market = _example_inputs()
-        else:
-            ids, fleet = io.read_fleet(args.fleet)
-            steps, market = io.read_scenarios(args.scenarios)
-        target = io.read_target(args.target, len(steps)) if args.target is not None else None
+        ids, fleet, steps, market, target, settings = read_problem(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    settings = Settings(dt_hours=args.dt_hours, alpha=args.alpha, baseline=args.baseline)
 
     extra_files: dict[str, str] = {}
     if target is not None:

@@ -48,30 +48,10 @@ def _scenario_labels(path: Path | None, k: int) -> list[str]:
 
 def _inputs(args: argparse.Namespace):
     """Validated inputs: ids, fleet, step labels, market, scenario labels, target (or None), settings."""
-    from jaxvpp import io
-    from jaxvpp.cli import _example_inputs
-    from jaxvpp.errors import InputError
-    from jaxvpp.problem import Settings
+    from jaxvpp.cli import read_problem
 
-    io.validate_alpha(args.alpha)
-    if not (args.dt_hours > 0):
-        raise InputError(f"--dt-hours must be positive, got {args.dt_hours}", column="--dt-hours")
-    if args.tol is not None and not (args.tol > 0):
-        raise InputError(f"--tol must be positive, got {args.tol}", column="--tol")
-    if args.max_iter is not None and args.max_iter < 1:
-        raise InputError(f"--max-iter must be at least 1, got {args.max_iter}", column="--max-iter")
-    if (args.fleet is None) != (args.scenarios is None):
-        raise InputError("give both --fleet and --scenarios, or neither for the built-in example",
-                         column="--fleet" if args.fleet is None else "--scenarios")
-    if args.fleet is None:
-        ids, fleet, steps, market = _example_inputs()
-    else:
-        ids, fleet = io.read_fleet(args.fleet)
-        steps, market = io.read_scenarios(args.scenarios)
-    target = io.read_target(args.target, len(steps)) if args.target is not None else None
-    labels = _scenario_labels(args.scenarios, market.num_scenarios)
-    settings = Settings(dt_hours=args.dt_hours, alpha=args.alpha, baseline=args.baseline)
-    return ids, fleet, steps, market, labels, target, settings
+    ids, fleet, steps, market, target, settings = read_problem(args)
+    return ids, fleet, steps, market, _scenario_labels(args.scenarios, market.num_scenarios), target, settings
 
 
 def _infeasible(fleet, target, settings, steps, path) -> str | None:

@@ -315,8 +315,10 @@ def aladin_ipm(
                                    jnp.full(N, rows))
 
         def own_len(ds_, dz_):
-            """Each battery's own fraction-to-boundary step (N,): used only to set its centring."""
-            return jnp.minimum(1.0, 0.99 * jnp.minimum(jax.vmap(max_step)(s, ds_), jax.vmap(max_step)(z, dz_)))
+            """Each battery's own fraction-to-boundary step (N,): used only to set its centring (the fleet's
+            step, :func:`aggregator.common_step`, is the same rule with a min over the batteries)."""
+            st_ = fleet_steps(ds_, dz_)
+            return jnp.minimum(1.0, 0.99 * jnp.minimum(st_.max_primal, st_.max_dual))
 
         def step_len(ds_, dz_):
             return jnp.minimum(*agg.common_step(fleet_steps(ds_, dz_)))
