@@ -39,6 +39,17 @@ RUN_OVERRIDES: tuple[tuple[str, str, type, tuple[str, ...], str], ...] = (
 )
 
 
+def add_problem_arguments(p: argparse.ArgumentParser) -> None:
+    """The input files and model options that every solving command takes (read by :func:`read_problem`)."""
+    p.add_argument("--fleet", type=Path, help="fleet.csv (battery_id plus optional parameter columns)")
+    p.add_argument("--scenarios", type=Path, help="scenarios.csv (scenario, probability, one price column per step)")
+    p.add_argument("--target", type=Path, help="target.csv (step, target_mw): the required fleet sum of p_t")
+    p.add_argument("--alpha", type=float, default=0.05, help="CVaR tail probability in (0, 1) (default 0.05)")
+    p.add_argument("--dt-hours", type=float, default=1.0, help="step length in hours (default 1; 0.25 for 15-min)")
+    p.add_argument("--baseline", choices=("zero", "expected"), default="zero",
+                   help="loss baseline: Loss = -Revenue (zero) or E[Revenue] - Revenue (expected)")
+
+
 def _add_coordinate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "coordinate",
@@ -49,13 +60,7 @@ def _add_coordinate(sub: argparse._SubParsersAction) -> None:
             "scenarios, 24 hourly steps). Writes DIR/schedules.csv and DIR/summary.json."
         ),
     )
-    p.add_argument("--fleet", type=Path, help="fleet.csv (battery_id plus optional parameter columns)")
-    p.add_argument("--scenarios", type=Path, help="scenarios.csv (scenario, probability, one price column per step)")
-    p.add_argument("--target", type=Path, help="target.csv (step, target_mw): the required fleet sum of p_t")
-    p.add_argument("--alpha", type=float, default=0.05, help="CVaR tail probability in (0, 1) (default 0.05)")
-    p.add_argument("--dt-hours", type=float, default=1.0, help="step length in hours (default 1; 0.25 for 15-min)")
-    p.add_argument("--baseline", choices=("zero", "expected"), default="zero",
-                   help="loss baseline: Loss = -Revenue (zero) or E[Revenue] - Revenue (expected)")
+    add_problem_arguments(p)
     p.add_argument("--method", choices=("aladin", "admm", "centralized"), default="aladin",
                    help="aladin: interior-point ALADIN in JAX (default; without --target every battery is solved "
                         "alone by the batched interior-point solver); admm: the ADMM baseline; centralized: one "

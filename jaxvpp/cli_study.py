@@ -24,13 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fleet", type=Path, help="fleet.csv (battery_id plus optional parameter columns)")
-    p.add_argument("--scenarios", type=Path, help="scenarios.csv (scenario, probability, one price column per step)")
-    p.add_argument("--target", type=Path, help="target.csv (step, target_mw): the required fleet sum of p_t")
-    p.add_argument("--alpha", type=float, default=0.05, help="CVaR tail probability in (0, 1) (default 0.05)")
-    p.add_argument("--dt-hours", type=float, default=1.0, help="step length in hours (default 1; 0.25 for 15-min)")
-    p.add_argument("--baseline", choices=("zero", "expected"), default="zero",
-                   help="loss baseline: Loss = -Revenue (zero) or E[Revenue] - Revenue (expected)")
+    from jaxvpp.cli import add_problem_arguments
+
+    add_problem_arguments(p)
     p.add_argument("--tol", type=float, default=None,
                    help="relative tolerance (default: ALADIN 1e-9 for sensitivity, 1e-8 for sweep; battery solver 1e-9)")
     p.add_argument("--max-iter", type=int, default=None, help="iteration limit (default 100 ALADIN, 80 battery solver)")
