@@ -30,7 +30,7 @@ from jaxvpp.battery import (
     schedule_metrics,
     solve_batteries,
 )
-from jaxvpp.coordination import ADMMCarry, admm_start, admm_step, coupling_curvature, coupling_dual, coupling_map
+from jaxvpp.coordination import ADMMCarry, admm_start, admm_step, coupling_curvature, coupling_dual, coupling_map, coupling_panel
 from jaxvpp.problem import Fleet, Market, Settings
 
 
@@ -167,7 +167,7 @@ def textbook_iteration(fleet, market, settings, target, lam, zc, rho, tau, local
                                          warm_start=(local.x, local.s, local.z), return_state=True, tol=1e-9)
         k, err = sol.iterations, jnp.maximum(sol.primal_residual, sol.dual_residual)
     fac = jax.vmap(factor)(qp._replace(rho=jnp.zeros_like(qp.rho)), z / s)
-    M = jax.vmap(coupling_curvature)(fac, sc)
+    M = jax.vmap(coupling_curvature)(jax.vmap(coupling_panel)(fac), sc)
     p = jax.vmap(coupling_map)(sc, x)
     g = -lam[None, :] - rho * (p - zc)
     mu, dp = coupling_qp(M, g, p, target)
@@ -194,7 +194,7 @@ def barrier_tangent(fleet, market, settings, lam, zc, rho, local: Local, dtau):
     qf = qp._replace(rho=jnp.zeros_like(qp.rho))
     s, z = local.s, local.z
     fac = jax.vmap(factor)(qf, z / s)
-    M = jax.vmap(coupling_curvature)(fac, sc)
+    M = jax.vmap(coupling_curvature)(jax.vmap(coupling_panel)(fac), sc)
     zero_d = jax.tree.map(jnp.zeros_like, local.x)
     zero_p = jnp.zeros_like(s)
     once = jax.vmap(_newton_once)

@@ -29,10 +29,12 @@ proximal term that coordination adds to each battery's objective.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 import numpy as np
 from jax import Array, lax
 
@@ -261,9 +263,15 @@ def objective(qp: BatteryQP, x: Primal) -> Array:
 
 
 class Factor(NamedTuple):
-    """A factored, condensed Newton matrix of one battery: ``K^-1 = D X' X D``."""
+    """A factored, condensed Newton matrix of one battery: ``K^-1 = D X' X D``.
 
-    inv_chol: Array  #: (2T+1, 2T+1) inverse of the lower Cholesky factor of the equilibrated matrix
+    ``X = L^-1`` for the equilibrated matrix ``D K D = L L'`` is kept as its three nonzero blocks, split
+    after the T charge rows (the zero upper-right block is neither stored nor multiplied).
+    """
+
+    x11: Array  #: (T, T) block of ``X`` on the charge rows and columns
+    x21: Array  #: (T+1, T) block on the discharge and eta rows, charge columns
+    x22: Array  #: (T+1, T+1) block on the discharge and eta rows and columns
     scale: Array  #: (2T+1,) Jacobi equilibration ``D = diag(K)^-1/2``
     w_loss: Array  #: (K,) weights of the loss rows
     d_u: Array  #: (K,) diagonal of the u block
@@ -277,11 +285,10 @@ ADJOINT_PENALTY = 1e6  #: penalty weight on active rows in the implicit-differen
 PIVOT_FLOOR = 1e-14  #: smallest Cholesky pivot of the equilibrated matrix (unit diagonal); refinement corrects
 
 
-def condensed_matrix(qp: BatteryQP, W: Array) -> tuple[Array, Array, Array]:
-    """The Newton matrix ``Q + G' diag(W) G`` condensed onto ``(c, d, eta)``, built from its blocks.
-
-    Returns the dense (2T+1, 2T+1) matrix, the loss-row weights and the u-block diagonal.
-    """
+def _condensed_blocks(qp: BatteryQP, W: Array):
+    """The blocks of the condensed Newton matrix on ``(c, d, eta)``: ``K_cc, K_cd = K_dc, K_dd`` (T x T),
+    the eta column ``k = (-A'omega, A'omega)``, ``k_eta = sum(omega)``, the loss-row weights and the u-block
+    diagonal."""
     T, K = qp.fc.shape[0], qp.fu.shape[0]
     sl = _row_slices(T, K)
     # the blocks are written as elementwise selections on an index grid (no gathers, no diag matrices), which
@@ -303,9 +310,18 @@ def condensed_matrix(qp: BatteryQP, W: Array) -> tuple[Array, Array, Array]:
     Kcc = jnp.where(i == j, (qp.qc + W[sl["c_lo"]] + W[sl["c_hi"]])[:, None], 0.0) + qp.gc**2 * Me + Bp
     Kdd = jnp.where(i == j, (qp.qd + W[sl["d_lo"]] + W[sl["d_hi"]])[:, None], 0.0) + qp.gd**2 * Me + Bp
     Kcd = -qp.gc * qp.gd * Me - Bp
+    return Kcc, Kcd, Kdd, Aw, jnp.sum(omega), w_loss, d_u
+
+
+def condensed_matrix(qp: BatteryQP, W: Array) -> tuple[Array, Array, Array]:
+    """The Newton matrix ``Q + G' diag(W) G`` condensed onto ``(c, d, eta)``, built from its blocks.
+
+    Returns the dense (2T+1, 2T+1) matrix, the loss-row weights and the u-block diagonal.
+    """
+    Kcc, Kcd, Kdd, Aw, k_eta, w_loss, d_u = _condensed_blocks(qp, W)
     top = jnp.concatenate([Kcc, Kcd, -Aw[:, None]], axis=1)
     mid = jnp.concatenate([Kcd.T, Kdd, Aw[:, None]], axis=1)
-    bot = jnp.concatenate([-Aw, Aw, jnp.sum(omega)[None]])[None, :]
+    bot = jnp.concatenate([-Aw, Aw, k_eta[None]])[None, :]
     return jnp.concatenate([top, mid, bot], axis=0), w_loss, d_u
 
 
@@ -359,33 +375,65 @@ def inv_cholesky(A: Array, block: int | None = None) -> Array:
 
 def factor(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> Factor:
     """Build, equilibrate and factor the condensed Newton matrix for row weights ``W = z / s``
-    (``regularisation`` is added to its diagonal, scaled units; the caller's refinement removes it)."""
-    kmat, w_loss, d_u = condensed_matrix(qp, W)
-    n = kmat.shape[0]
-    kmat = kmat + regularisation * jnp.eye(n)
-    scale = 1.0 / jnp.sqrt(jnp.diagonal(kmat))
-    X = inv_cholesky(kmat * scale[:, None] * scale[None, :])
-    return Factor(inv_chol=X, scale=scale, w_loss=w_loss, d_u=d_u)
+    (``regularisation`` is added to its diagonal, scaled units; the caller's refinement removes it).
+
+    The first level of :func:`inv_cholesky`'s blocking is done here, on the blocks as they are built (charge
+    rows | discharge and eta rows): the dense matrix is never assembled, and its inverse factor never
+    concatenated, which saved the copies of two (2T+1)^2 arrays per battery and factorisation.
+    """
+    Kcc, Kcd, Kdd, Aw, k_eta, w_loss, d_u = _condensed_blocks(qp, W)
+    T = Kcc.shape[0]
+    eye = jnp.eye(T)
+    sc = 1.0 / jnp.sqrt(jnp.diagonal(Kcc) + regularisation)
+    sd = 1.0 / jnp.sqrt(jnp.concatenate([jnp.diagonal(Kdd), k_eta[None]]) + regularisation)
+    A11 = (Kcc + regularisation * eye) * sc[:, None] * sc[None, :]
+    A21 = jnp.concatenate([Kcd, -Aw[None, :]], axis=0) * sd[:, None] * sc[None, :]  # K_dc = K_cd' = K_cd
+    K22 = jnp.concatenate([jnp.concatenate([Kdd, Aw[:, None]], axis=1),
+                           jnp.concatenate([Aw, k_eta[None]])[None, :]], axis=0)
+    A22 = (K22 + regularisation * jnp.eye(T + 1)) * sd[:, None] * sd[None, :]
+    X11 = inv_cholesky(A11)
+    L21 = A21 @ X11.T
+    X22 = inv_cholesky(A22 - L21 @ L21.T)
+    X21 = -(X22 @ L21) @ X11
+    return Factor(x11=X11, x21=X21, x22=X22, scale=jnp.concatenate([sc, sd]), w_loss=w_loss, d_u=d_u)
+
+
+def factor_x(fac: Factor, b: Array) -> Array:
+    """``X b`` (b of shape (2T+1,) or (2T+1, r))."""
+    T = fac.x11.shape[0]
+    return jnp.concatenate([fac.x11 @ b[:T], fac.x21 @ b[:T] + fac.x22 @ b[T:]], axis=0)
+
+
+def factor_xt(fac: Factor, y: Array) -> Array:
+    """``X' y`` (y of shape (2T+1,) or (2T+1, r))."""
+    T = fac.x11.shape[0]
+    return jnp.concatenate([fac.x11.T @ y[:T] + fac.x21.T @ y[T:], fac.x22.T @ y[T:]], axis=0)
 
 
 def factor_apply(fac: Factor, b: Array) -> Array:
     """``K^-1 b`` for the condensed matrix (b of shape (2T+1,) or (2T+1, r))."""
     sb = fac.scale * b if b.ndim == 1 else fac.scale[:, None] * b
-    y = fac.inv_chol.T @ (fac.inv_chol @ sb)
+    y = factor_xt(fac, factor_x(fac, sb))
     return fac.scale * y if b.ndim == 1 else fac.scale[:, None] * y
+
+
+def _solve_condensed(qp: BatteryQP, w_loss: Array, d_u: Array, solve_y: Callable[[Array], Array], r: Primal
+                     ) -> Primal:
+    """Solve ``(Q + G' W G) dx = r`` given a solver ``solve_y`` of the condensed matrix (condensing u exactly)."""
+    T = qp.fc.shape[0]
+    t_u = w_loss * r.u / d_u
+    # y-part of the condensed right-hand side: r_y + G_y' (w_loss r_u / d_u) with G_y rows (A, -A, -1)
+    ry = jnp.concatenate([r.c + qp.A.T @ t_u, r.d - qp.A.T @ t_u, (r.eta - jnp.sum(t_u))[None]])
+    y = solve_y(ry)
+    dc, dd, deta = y[:T], y[T:2 * T], y[2 * T]
+    g = qp.A @ (dc - dd) - deta  # G_y y for the loss rows
+    du = (r.u + w_loss * g) / d_u
+    return Primal(dc, dd, deta, du)
 
 
 def solve_factored(qp: BatteryQP, fac: Factor, r: Primal) -> Primal:
     """Solve ``(Q + G' W G) dx = r`` with the factored matrix (condensing u exactly)."""
-    T = qp.fc.shape[0]
-    t_u = fac.w_loss * r.u / fac.d_u
-    # y-part of the condensed right-hand side: r_y + G_y' (w_loss r_u / d_u) with G_y rows (A, -A, -1)
-    ry = jnp.concatenate([r.c + qp.A.T @ t_u, r.d - qp.A.T @ t_u, (r.eta - jnp.sum(t_u))[None]])
-    y = factor_apply(fac, ry)
-    dc, dd, deta = y[:T], y[T:2 * T], y[2 * T]
-    g = qp.A @ (dc - dd) - deta  # G_y y for the loss rows
-    du = (r.u + fac.w_loss * g) / fac.d_u
-    return Primal(dc, dd, deta, du)
+    return _solve_condensed(qp, fac.w_loss, fac.d_u, lambda ry: factor_apply(fac, ry), r)
 
 
 def adjoint_solve(qp: BatteryQP, s: Array, z: Array, gx: Primal, gz: Array, refine: int) -> tuple[Primal, Array]:
@@ -495,9 +543,14 @@ def _measures(qp: BatteryQP, x: Primal, s: Array, z: Array, extra_dual: Primal |
 def initial_point(qp: BatteryQP) -> tuple[Primal, Array, Array]:
     """A cold start: the least-squares point of CVXOPT/qpax, shifted into the interior."""
     m = rhs_h(qp).shape[0]
-    fac = factor(qp, jnp.ones(m))
+    # With all row weights 1 the condensed matrix is well conditioned, and this one solve uses LAPACK's
+    # Cholesky (a custom call) rather than :func:`inv_cholesky`: a second traced copy of the blocked
+    # factorisation made up a fifth of every solver program and its compile time.
+    kmat, w_loss, d_u = condensed_matrix(qp, jnp.ones(m))
+    kmat = kmat + REGULARISATION * jnp.eye(kmat.shape[0])
+    chol = jax.scipy.linalg.cho_factor(kmat, lower=True)
     rhs = _pmap(lambda a, b: -a + b, linear_cost(qp), apply_GT(qp, rhs_h(qp)))
-    x = solve_factored(qp, fac, rhs)
+    x = _solve_condensed(qp, w_loss, d_u, lambda ry: jax.scipy.linalg.cho_solve(chol, ry), rhs)
     z = apply_G(qp, x) - rhs_h(qp)
     s = -z
     s = jnp.where(jnp.min(s) > 0, s, s + 1.0 - jnp.min(s))

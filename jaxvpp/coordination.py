@@ -42,6 +42,7 @@ from jaxvpp.battery import (
     apply_Q,
     build_qp,
     factor,
+    factor_xt,
     initial_point,
     kkt_residuals,
     max_step,
@@ -127,11 +128,36 @@ def coupling_dual(qp: BatteryQP, sc: Scales, lam: Array) -> Primal:
     return Primal(-v, v, jnp.zeros_like(qp.f_eta), jnp.zeros_like(qp.fu))
 
 
-def coupling_curvature(fac: Factor, sc: Scales) -> Array:
-    """``M_i = S_i K_i^-1 S~_i'`` (T x T, MW per EUR/MW) from the factored condensed matrix."""
-    T = (fac.scale.shape[0] - 1) // 2
-    Y = fac.inv_chol[:, T:2 * T] * fac.scale[T:2 * T] - fac.inv_chol[:, :T] * fac.scale[:T]
+def coupling_panel(fac: Factor) -> Array:
+    """``Y_i = X_i D_i E`` ((2T+1) x T): the factor's columns on the coupled variables, where ``E`` maps a
+    net-power vector onto ``(c, d, eta)`` as ``(-1, +1, 0)``. It gives both the curvature and the recovery."""
+    T = fac.x11.shape[0]
+    s_c, s_d = fac.scale[:T], fac.scale[T:2 * T]
+    # X's charge columns are (x11; x21), its discharge columns (0; x22[:, :T])
+    return jnp.concatenate([-fac.x11 * s_c, fac.x22[:, :T] * s_d - fac.x21 * s_c], axis=0)
+
+
+def coupling_curvature(Y: Array, sc: Scales) -> Array:
+    """``M_i = S_i K_i^-1 S~_i'`` (T x T, MW per EUR/MW) from the panel ``Y_i`` (:func:`coupling_panel`)."""
     return (sc.power**2 / sc.money) * (Y.T @ Y)
+
+
+def coupling_response(qp: BatteryQP, fac: Factor, Y: Array, sc: Scales, s: Array, z: Array, lam: Array
+                      ) -> tuple[Primal, Array, Array]:
+    """The battery's Newton step for the right-hand side ``S~_i' lam`` alone (the aggregator's price step).
+
+    The same arithmetic as the general local solve with ``r_d = S~' lam`` and zero primal and complementarity
+    residuals, but the condensed solve ``D X' X D E v`` starts from the panel: ``X D E v = Y v`` (a (2T+1) x T
+    product instead of a (2T+1)^2 one, and no ``G'`` of zero residuals).
+    """
+    T = qp.fc.shape[0]
+    v = lam * sc.power / sc.money
+    y = -fac.scale * factor_xt(fac, Y @ v)
+    dc, dd, deta = y[:T], y[T:2 * T], y[2 * T]
+    du = fac.w_loss * (qp.A @ (dc - dd) - deta) / fac.d_u
+    dx = Primal(dc, dd, deta, du)
+    ds = -apply_G(qp, dx)
+    return dx, ds, -z * ds / s
 
 
 class LocalState(NamedTuple):
@@ -237,8 +263,9 @@ def aladin_ipm(
     v_map = lambda sc_, x_: _weighted(weight, jax.vmap(coupling_map)(sc_, x_))  # noqa: E731  (only ever summed)
     v_dual = jax.vmap(coupling_dual, in_axes=(0, 0, None))
     v_once = jax.vmap(_newton_once)
+    v_response = jax.vmap(coupling_response, in_axes=(0, 0, 0, 0, 0, 0, None))
 
-    def direction(fac, M, cfac, local, r_d, r_p, r_c, net, tgt):
+    def direction(fac, Y, M, cfac, local, r_d, r_p, r_c, net, tgt):
         """Newton direction of the coupled system, refined as a whole.
 
         Solves, for every battery, ``Q dx + G'dz + S~' dlam = -r_d``, ``G dx + ds = -r_p``,
@@ -259,7 +286,7 @@ def aladin_ipm(
             x0, s0, z0 = v_once(qp, fac, s, z, rd, rp, rc)
             msgs = agg.AgentMessage(curvature=M, gradient=v_map(sc, x0), net_mw=n)
             dl, _ = agg.solve_coupling(cfac, msgs, tgt)
-            hx, hs, hz = v_once(qp, fac, s, z, v_dual(qp, sc, dl), zero_p, zero_p)
+            hx, hs, hz = v_response(qp, fac, Y, sc, s, z, dl)
             return _pmap(jnp.add, x0, hx), s0 + hs, z0 + hz, dl
 
         def residual(d):
@@ -299,7 +326,8 @@ def aladin_ipm(
         r_d, r_p = jax.vmap(kkt_residuals)(qp, local.x, s, z)
         r_d = _pmap(jnp.add, r_d, jax.vmap(coupling_dual, in_axes=(0, 0, None))(qp, sc, lam))
         fac = jax.vmap(lambda q, w: factor(q, w, FACTOR_REGULARISATION))(qp, z / s)
-        M = _weighted(weight, jax.vmap(coupling_curvature)(fac, sc))
+        Y = jax.vmap(coupling_panel)(fac)
+        M = _weighted(weight, jax.vmap(coupling_curvature)(Y, sc))
         p_now = v_map(sc, local.x)
         cfac = agg.factor_coupling(agg.AgentMessage(curvature=M, gradient=jnp.zeros_like(p_now), net_mw=p_now))
         comp = jnp.sum(s * z, axis=1)
@@ -351,7 +379,7 @@ def aladin_ipm(
             rd_k = jax.tree.map(lambda a, b: jnp.where(use_res, a, b), r_d, zero_d)
             rp_k = jnp.where(use_res, r_p, zero_p)
             # correctors (k >= 2) carry no residuals: the coupling mismatch is priced once, by k <= 1
-            cx, cs, cz, cl = direction(fac, M, cfac, local, rd_k, rp_k, r_c, jnp.where(use_res, p_now, 0.0),
+            cx, cs, cz, cl = direction(fac, Y, M, cfac, local, rd_k, rp_k, r_c, jnp.where(use_res, p_now, 0.0),
                                        jnp.where(use_res, target, 0.0))
             # combine: k <= 1 replaces the direction; k >= 2 adds the correction if it lengthens the step
             ndx, nds, ndz, ndl = _pmap(jnp.add, dx, cx), ds + cs, dz + cz, dlam + cl

@@ -160,3 +160,31 @@ def test_coupling_solve_against_numpy():
     # reference in exact algebra: (D C D)^-1 rhs = D^-1 C^-1 D^-1 rhs with C well conditioned
     ref = np.linalg.solve(np.einsum("nij,nkj->ik", B, B), rhs / grade) / grade
     np.testing.assert_allclose(np.asarray(dlam), ref, rtol=1e-8)
+
+
+def test_price_response_and_curvature_match_the_general_local_solve():
+    """A battery's step for a price step alone (recovery from the coupling panel) equals the general Newton
+    solve with that price as its only right-hand side, and M_i = S_i K_i^-1 S~_i' is what that step maps to."""
+    import jax
+
+    from jaxvpp.battery import _newton_once, build_qp, factor, num_rows
+    from jaxvpp.coordination import coupling_curvature, coupling_dual, coupling_map, coupling_panel, coupling_response
+    from jaxvpp.problem import fleet_take, random_fleet
+
+    T, K = 10, 4
+    battery = fleet_take(random_fleet(2, seed=3), 1)
+    qp, sc = build_qp(battery, synthetic_market(K, T, seed=1), Settings())
+    rng = np.random.default_rng(2)
+    m = num_rows(T, K)
+    s, z = jnp.asarray(10.0 ** rng.uniform(-2, 1, m)), jnp.asarray(10.0 ** rng.uniform(-2, 1, m))
+    fac = factor(qp, z / s)
+    Y = coupling_panel(fac)
+    lam = jnp.asarray(rng.normal(size=T))
+    zero = jnp.zeros(m)
+    want = _newton_once(qp, fac, s, z, coupling_dual(qp, sc, lam), zero, zero)
+    got = coupling_response(qp, fac, Y, sc, s, z, lam)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12 * np.abs(b).max())
+    # the curvature the battery sends: its net-power response to a price step is -M lam
+    np.testing.assert_allclose(np.asarray(coupling_map(sc, got[0])), -np.asarray(coupling_curvature(Y, sc) @ lam),
+                               rtol=1e-9, atol=1e-12)
