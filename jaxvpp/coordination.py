@@ -358,41 +358,55 @@ def aladin_ipm(
             dirn, aff, target_c = carry
             dx, ds, dz, dlam = dirn
             ds_a, dz_a = aff
+
             # Mehrotra's centring target, per battery: batteries' scaled units differ, and one fleet-wide
             # mu over-centres some and under-centres others (a weighted central path). The affine step
             # that sets a battery's sigma is its OWN: with the fleet-wide step (the shortest over all
             # batteries) every battery was centred as hard as the one that blocked (51 instead of 43
             # iterations at N = 1000); sigma >= SIGMA_MIN keeps batteries whose affine step is full
             # from running off the central path in the end game.
-            a_aff = own_len(ds_a, dz_a)[:, None]
-            trial = jnp.sum((s + a_aff * ds_a) * (z + a_aff * dz_a), axis=1)
-            tc1 = (jnp.clip((trial / comp) ** 3, sigma_min, 1.0) * comp / rows)[:, None]
-            target_c = jnp.where(k == 1, tc1, target_c)
-            a_cur = step_len(ds, dz)
-            a_try = jnp.minimum(1.0, 1.5 * a_cur + 0.1)
-            v = (s + a_try * ds) * (z + a_try * dz)
-            lo, hi = 0.1 * target_c, 10.0 * target_c
-            t_v = jnp.clip(v, lo, hi) - v
-            t_v = jnp.where(t_v > hi, hi, t_v)  # cap large corrections (Gondzio's safeguard)
-            r_c = jnp.where(k == 0, s * z, jnp.where(k == 1, s * z + ds_a * dz_a - target_c, -t_v))
+            def mehrotra_target(_):
+                a_aff = own_len(ds_a, dz_a)[:, None]
+                trial = jnp.sum((s + a_aff * ds_a) * (z + a_aff * dz_a), axis=1)
+                return (jnp.clip((trial / comp) ** 3, sigma_min, 1.0) * comp / rows)[:, None]
+
+            # (lax.cond: each solve computes only its own kind's bookkeeping, which at N = 1000 was a third
+            # of a solve's time when all three were formed and selected with where)
+            target_c = lax.cond(k == 1, mehrotra_target, lambda _: target_c, None)
+
+            def gondzio_rc(_):
+                a_cur = step_len(ds, dz)
+                a_try = jnp.minimum(1.0, 1.5 * a_cur + 0.1)
+                v = (s + a_try * ds) * (z + a_try * dz)
+                lo, hi = 0.1 * target_c, 10.0 * target_c
+                t_v = jnp.clip(v, lo, hi) - v
+                t_v = jnp.where(t_v > hi, hi, t_v)  # cap large corrections (Gondzio's safeguard)
+                return -t_v, a_cur
+
+            def newton_rc(_):
+                return jnp.where(k == 0, s * z, s * z + ds_a * dz_a - target_c), jnp.asarray(0.0, s.dtype)
+
+            r_c, a_cur = lax.cond(k >= 2, gondzio_rc, newton_rc, None)
             use_res = k <= 1
             rd_k = jax.tree.map(lambda a, b: jnp.where(use_res, a, b), r_d, zero_d)
             rp_k = jnp.where(use_res, r_p, zero_p)
             # correctors (k >= 2) carry no residuals: the coupling mismatch is priced once, by k <= 1
-            cx, cs, cz, cl = direction(fac, Y, M, cfac, local, rd_k, rp_k, r_c, jnp.where(use_res, p_now, 0.0),
-                                       jnp.where(use_res, target, 0.0))
+            new = direction(fac, Y, M, cfac, local, rd_k, rp_k, r_c, jnp.where(use_res, p_now, 0.0),
+                            jnp.where(use_res, target, 0.0))
+
             # combine: k <= 1 replaces the direction; k >= 2 adds the correction if it lengthens the step
-            ndx, nds, ndz, ndl = _pmap(jnp.add, dx, cx), ds + cs, dz + cz, dlam + cl
-            better = step_len(nds, ndz) >= 1.01 * a_cur
-            take_new = (k <= 1)
-            take_sum = (k >= 2) & better
-            pick = lambda c, n, o: jnp.where(take_new, c, jnp.where(take_sum, n, o))  # noqa: E731
-            new_dir = (jax.tree.map(pick, cx, ndx, dx), pick(cs, nds, ds), pick(cz, ndz, dz), pick(cl, ndl, dlam))
-            new_aff = (jnp.where(k == 0, cs, ds_a), jnp.where(k == 0, cz, dz_a))
+            def add_if_longer(_):
+                cx, cs, cz, cl = new
+                summed = (_pmap(jnp.add, dx, cx), ds + cs, dz + cz, dlam + cl)
+                better = step_len(summed[1], summed[2]) >= 1.01 * a_cur
+                return jax.tree.map(lambda n, o: jnp.where(better, n, o), summed, dirn)
+
+            new_dir = lax.cond(k <= 1, lambda _: new, add_if_longer, None)
+            new_aff = lax.cond(k == 0, lambda _: (new[1], new[2]), lambda _: (ds_a, dz_a), None)
             return new_dir, new_aff, target_c
 
         zdir = (jax.tree.map(jnp.zeros_like, local.x), jnp.zeros_like(s), jnp.zeros_like(z), jnp.zeros_like(lam))
-        init = (zdir, (jnp.zeros_like(s), jnp.zeros_like(z)), jnp.zeros_like(s))
+        init = (zdir, (jnp.zeros_like(s), jnp.zeros_like(z)), jnp.zeros((N, 1), s.dtype))
         (dx, ds, dz, dlam), _, _ = lax.fori_loop(0, 2 + GONDZIO_CORRECTORS, solve_k, init)
         steps = fleet_steps(ds, dz)
         # one step length for primal and dual: with Q != 0 separate ones stalled the dual residual
