@@ -14,6 +14,7 @@ feasible), measures in fresh subprocesses:
 
     .venv/bin/python benchmarks/coordination.py                       # full table (about 15-25 minutes)
     .venv/bin/python benchmarks/coordination.py --sizes 10,100 --process-sizes 100
+    .venv/bin/python benchmarks/coordination.py --sizes '' --per-iteration-sizes 1000,3000,10000,20000
 
 Writes ``benchmarks/out/coordination.md`` (the tables quoted in the README), ``coordination.json`` and the
 convergence plot ``coordination.png``.
@@ -81,6 +82,29 @@ def run_one(method: str, n: int) -> dict:
                    same_as_first=bool(abs(first.objective_eur - r.objective_eur) <= 1e-9 * abs(r.objective_eur)))
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return res
+
+
+def per_iteration(n: int, iterations: int = 10) -> dict:
+    """Time per battery and iteration of the first ``iterations`` ALADIN iterations (net-zero target; compiled
+    first, then the faster of two timed runs): how the per-iteration cost scales with N."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxvpp
+    from jaxvpp.coordination import aladin_ipm
+
+    fleet, market, st = jaxvpp.random_fleet(n, seed=42), jaxvpp.synthetic_market(K, T, seed=7), jaxvpp.Settings()
+    target = jnp.zeros(T)
+    run = aladin_ipm.lower(fleet, market, target, st, max_iter=iterations).compile()
+    jax.block_until_ready(run(fleet, market, target, st))
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        r = jax.block_until_ready(run(fleet, market, target, st))
+        times.append(time.perf_counter() - t0)
+    it = int(r.iteration)
+    return {"N": n, "iterations": it, "per_iteration_ms": min(times) / it * 1e3,
+            "per_battery_iteration_us": min(times) / it / n * 1e6}
 
 
 def _subprocess(method: str, n: int, timeout: float) -> dict:
@@ -199,12 +223,26 @@ def main() -> None:
     ap.add_argument("--admm-max", type=int, default=1000, help="largest N for ADMM")
     ap.add_argument("--centralized-max", type=int, default=1000, help="largest N for centralized Clarabel")
     ap.add_argument("--process-sizes", default="1000", help="N for the whole-process comparison ('' for none)")
+    ap.add_argument("--per-iteration-sizes", default="",
+                    help="N for the per-iteration scaling probe (first 10 iterations), e.g. 1000,3000,10000,20000")
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--one", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], int(args.one[1]))))
+        if args.one[0] == "per_iteration":
+            print(json.dumps(per_iteration(int(args.one[1]))))
+        else:
+            print(json.dumps(run_one(args.one[0], int(args.one[1]))))
         return
+    scaling = [_subprocess("per_iteration", int(n), args.timeout) for n in args.per_iteration_sizes.split(",") if n]
+    if scaling:
+        OUT.mkdir(exist_ok=True)
+        lines = ["| N | per iteration (ms) | per battery and iteration (us) |", "|---:|---:|---:|"]
+        lines += [f"| {r['N']} | {r['per_iteration_ms']:.1f} | {r['per_battery_iteration_us']:.1f} |" for r in scaling]
+        (OUT / "coordination_scaling.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        if not args.sizes:
+            return
     OUT.mkdir(exist_ok=True)
     rows = []
     for n in [int(s) for s in args.sizes.split(",") if s]:
