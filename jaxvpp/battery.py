@@ -383,14 +383,13 @@ def factor(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> F
     """
     Kcc, Kcd, Kdd, Aw, k_eta, w_loss, d_u = _condensed_blocks(qp, W)
     T = Kcc.shape[0]
-    eye = jnp.eye(T)
-    sc = 1.0 / jnp.sqrt(jnp.diagonal(Kcc) + regularisation)
-    sd = 1.0 / jnp.sqrt(jnp.concatenate([jnp.diagonal(Kdd), k_eta[None]]) + regularisation)
-    A11 = (Kcc + regularisation * eye) * sc[:, None] * sc[None, :]
-    A21 = jnp.concatenate([Kcd, -Aw[None, :]], axis=0) * sd[:, None] * sc[None, :]  # K_dc = K_cd' = K_cd
+    K11 = Kcc + regularisation * jnp.eye(T)
     K22 = jnp.concatenate([jnp.concatenate([Kdd, Aw[:, None]], axis=1),
-                           jnp.concatenate([Aw, k_eta[None]])[None, :]], axis=0)
-    A22 = (K22 + regularisation * jnp.eye(T + 1)) * sd[:, None] * sd[None, :]
+                           jnp.concatenate([Aw, k_eta[None]])[None, :]], axis=0) + regularisation * jnp.eye(T + 1)
+    sc, sd = 1.0 / jnp.sqrt(jnp.diagonal(K11)), 1.0 / jnp.sqrt(jnp.diagonal(K22))
+    A11 = K11 * sc[:, None] * sc[None, :]
+    A21 = jnp.concatenate([Kcd, -Aw[None, :]], axis=0) * sd[:, None] * sc[None, :]  # K_dc = K_cd' = K_cd
+    A22 = K22 * sd[:, None] * sd[None, :]
     X11 = inv_cholesky(A11)
     L21 = A21 @ X11.T
     X22 = inv_cholesky(A22 - L21 @ L21.T)
@@ -706,6 +705,14 @@ def schedule_metrics(
     obj = -expected + battery.risk_weight * cv + cost
     return dict(net_mw=p, soc_mwh=soc, expected_revenue_eur=expected, cvar_eur=cv, degradation_eur=cost,
                 objective_eur=obj)
+
+
+@jax.jit
+def fleet_metrics(fleet: Fleet, market: Market, settings: Settings, charge: Array, discharge: Array
+                  ) -> dict[str, Array]:
+    """:func:`schedule_metrics` of every battery (leading battery axis; schedules (N, T) in MW), as one compiled
+    program (op by op, the vmapped metrics compiled 39 small programs: 0.9 s per ``jaxvpp coordinate``)."""
+    return jax.vmap(lambda b, c, d: schedule_metrics(b, market, settings, c, d))(fleet, charge, discharge)
 
 
 def _solve_one(battery, market, settings, linear_price, prox_weight, prox_center, warm, tol, max_iter,

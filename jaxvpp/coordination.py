@@ -43,11 +43,11 @@ from jaxvpp.battery import (
     build_qp,
     factor,
     factor_xt,
+    fleet_metrics,
     initial_point,
     kkt_residuals,
     max_step,
     objective,
-    schedule_metrics,
     solve_batteries,
 )
 from jaxvpp.problem import Fleet, Market, Settings
@@ -280,7 +280,6 @@ def aladin_ipm(
         tens of MW in the end game.)
         """
         s, z = local.s, local.z
-        zero_p = jnp.zeros_like(r_p)
 
         def approx(rd, rp, rc, n):
             x0, s0, z0 = v_once(qp, fac, s, z, rd, rp, rc)
@@ -324,7 +323,7 @@ def aladin_ipm(
         local, lam = state.local, state.lam
         s, z = local.s, local.z
         r_d, r_p = jax.vmap(kkt_residuals)(qp, local.x, s, z)
-        r_d = _pmap(jnp.add, r_d, jax.vmap(coupling_dual, in_axes=(0, 0, None))(qp, sc, lam))
+        r_d = _pmap(jnp.add, r_d, v_dual(qp, sc, lam))
         fac = jax.vmap(lambda q, w: factor(q, w, FACTOR_REGULARISATION))(qp, z / s)
         Y = jax.vmap(coupling_panel)(fac)
         M = _weighted(weight, jax.vmap(coupling_curvature)(Y, sc))
@@ -612,14 +611,8 @@ class CoordinationResult:
     accuracy: float = float("nan")
 
 
-@jax.jit
-def _fleet_metrics(fleet, market, settings, charge, discharge):
-    # one compiled program (op by op, the vmapped metrics compiled 39 small programs: 0.9 s per process)
-    return jax.vmap(lambda b, c, d: schedule_metrics(b, market, settings, c, d))(fleet, charge, discharge)
-
-
 def _solution_from_schedule(fleet, market, settings, charge, discharge, iterations, converged) -> BatterySolution:
-    met = _fleet_metrics(fleet, market, settings, charge, discharge)
+    met = fleet_metrics(fleet, market, settings, charge, discharge)
     z = jnp.zeros(fleet.size)
     return BatterySolution(charge_mw=charge, discharge_mw=discharge, net_mw=met["net_mw"], soc_mwh=met["soc_mwh"],
                            objective_eur=met["objective_eur"], expected_revenue_eur=met["expected_revenue_eur"],

@@ -53,9 +53,9 @@ from jaxvpp.battery import (
     apply_GT,
     apply_Q,
     build_qp,
+    fleet_metrics,
     linear_cost,
     rhs_h,
-    schedule_metrics,
     solve_batteries,
 )
 from jaxvpp.coordination import STATUSES, aladin_ipm
@@ -196,7 +196,7 @@ def outputs(fleet: Fleet, market: Market, settings: Settings, target: Array | No
     x = _fleet_at(fleet, market, settings, lam, opt)
     power = jax.lax.stop_gradient(fleet.power_mw)[:, None]
     charge, discharge = x.c * power, x.d * power
-    met = jax.vmap(lambda b, c, d: schedule_metrics(b, market, settings, c, d))(fleet, charge, discharge)
+    met = fleet_metrics(fleet, market, settings, charge, discharge)
     return Outputs(met["objective_eur"], met["expected_revenue_eur"], met["cvar_eur"], met["net_mw"],
                    -lam / settings.dt_hours)
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from jax import Array, lax
 
-from jaxvpp.battery import schedule_metrics, solve_batteries
+from jaxvpp.battery import fleet_metrics, solve_batteries
 from jaxvpp.coordination import STATUSES, aladin_ipm, check_target
 from jaxvpp.errors import InputError
 from jaxvpp.problem import Fleet, Market, Settings
@@ -80,17 +80,13 @@ def _chunked_map(f, xs, per_chunk: int):
     return lax.map(f, xs) if per_chunk == 1 else lax.map(f, xs, batch_size=per_chunk)
 
 
-def _metrics(fleet: Fleet, market: Market, settings: Settings, charge: Array, discharge: Array) -> dict[str, Array]:
-    return jax.vmap(lambda b, c, d: schedule_metrics(b, market, settings, c, d))(fleet, charge, discharge)
-
-
 @functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
 def _coordinated_batch(fleets: Fleet, markets: Market, settings: Settings, targets: Array, tol: float,
                        max_iter: int):
     def one(fleet, market, st, target):
         s = aladin_ipm(fleet, market, target, st, tol=tol, max_iter=max_iter)
         power = fleet.power_mw[:, None]
-        met = _metrics(fleet, market, st, s.local.x.c * power, s.local.x.d * power)
+        met = fleet_metrics(fleet, market, st, s.local.x.c * power, s.local.x.d * power)
         return (jnp.sum(met["objective_eur"]), jnp.sum(met["expected_revenue_eur"]), jnp.sum(met["degradation_eur"]),
                 jnp.sum(met["cvar_eur"]), s.status, s.iteration, s.coupling_residual_mw, met["net_mw"],
                 -s.lam / st.dt_hours)
