@@ -29,6 +29,7 @@ from jax import Array, lax
 from jaxvpp import aggregator as agg
 from jaxvpp.errors import InfeasibleTargetError
 from jaxvpp.battery import (
+    FLEET_QP_AXES,
     BatteryQP,
     BatterySolution,
     Factor,
@@ -46,6 +47,7 @@ from jaxvpp.battery import (
     fleet_metrics,
     initial_point,
     kkt_residuals,
+    loss_of_p,
     max_step,
     objective,
     solve_batteries,
@@ -133,8 +135,9 @@ def coupling_panel(fac: Factor) -> Array:
     net-power vector onto ``(c, d, eta)`` as ``(-1, +1, 0)``. It gives both the curvature and the recovery."""
     T = fac.x11.shape[0]
     s_c, s_d = fac.scale[:T], fac.scale[T:2 * T]
-    # X's charge columns are (x11; x21), its discharge columns (0; x22[:, :T])
-    return jnp.concatenate([-fac.x11 * s_c, fac.x22[:, :T] * s_d - fac.x21 * s_c], axis=0)
+    # X's charge columns are (X11; -X22 L21 X11), its discharge columns (0; X22[:, :T])
+    top = fac.x11 * s_c
+    return jnp.concatenate([-top, fac.x22 @ (jnp.eye(T + 1, T) * s_d + fac.l21 @ top)], axis=0)
 
 
 def coupling_curvature(Y: Array, sc: Scales) -> Array:
@@ -154,7 +157,7 @@ def coupling_response(qp: BatteryQP, fac: Factor, Y: Array, sc: Scales, s: Array
     v = lam * sc.power / sc.money
     y = -fac.scale * factor_xt(fac, Y @ v)
     dc, dd, deta = y[:T], y[T:2 * T], y[2 * T]
-    du = fac.w_loss * (qp.A @ (dc - dd) - deta) / fac.d_u
+    du = fac.w_loss * (loss_of_p(qp, dc - dd) - deta) / fac.d_u
     dx = Primal(dc, dd, deta, du)
     ds = -apply_G(qp, dx)
     return dx, ds, -z * ds / s
@@ -228,19 +231,21 @@ def aladin_ipm(
     With weights (the sharded run) the live log is an unordered callback: JAX supports ordered effects on
     one device only; the unordered one runs once per iteration, on the mesh's first device.
     """
-    qp, sc = jax.vmap(lambda b: build_qp(b, market, settings))(fleet)
+    # A stays the market's one (K, T) matrix: its products with the fleet's vectors are single matrix products
+    qp, sc = jax.vmap(lambda b: build_qp(b, market, settings), out_axes=(FLEET_QP_AXES, 0))(fleet)
+    qv = lambda f, *axes: jax.vmap(f, in_axes=(FLEET_QP_AXES, *axes))  # noqa: E731  (vmap over qp and more)
     N = fleet.size
     n_real = N if weight is None else jnp.sum(weight)
     T = market.horizon
     if warm_start is None:
-        x0, s0, z0 = jax.vmap(initial_point)(qp)
+        x0, s0, z0 = qv(initial_point)(qp)
         lam0 = jnp.zeros(T)
     else:
         (x0, s0, z0), lam0 = warm_start
         s0, z0 = jnp.maximum(s0, 1e-4), jnp.maximum(z0, 1e-4)
     target = jnp.asarray(target_mw)
     scale_target = 1.0 + jnp.max(jnp.abs(target))
-    v_measures = jax.vmap(_local_measures, in_axes=(0, 0, 0, None))
+    v_measures = qv(_local_measures, 0, 0, None)
 
     def measures(local: LocalState, lam):
         """Largest relative primal and dual residuals over the batteries, the fleet's relative duality gap
@@ -258,12 +263,12 @@ def aladin_ipm(
         return jnp.maximum(jnp.maximum(pres, dres), jnp.maximum(gap, cres / scale_target)) / tol
 
     def fleet_objective(local: LocalState):
-        return jnp.sum(_weighted(weight, sc.money * jax.vmap(objective)(qp, local.x)))
+        return jnp.sum(_weighted(weight, sc.money * qv(objective, 0)(qp, local.x)))
 
     v_map = lambda sc_, x_: _weighted(weight, jax.vmap(coupling_map)(sc_, x_))  # noqa: E731  (only ever summed)
-    v_dual = jax.vmap(coupling_dual, in_axes=(0, 0, None))
-    v_once = jax.vmap(_newton_once)
-    v_response = jax.vmap(coupling_response, in_axes=(0, 0, 0, 0, 0, 0, None))
+    v_dual = qv(coupling_dual, 0, None)
+    v_once = qv(_newton_once, 0, 0, 0, 0, 0, 0)
+    v_response = qv(coupling_response, 0, 0, 0, 0, 0, None)
 
     def direction(fac, Y, M, cfac, local, r_d, r_p, r_c, net, tgt):
         """Newton direction of the coupled system, refined as a whole.
@@ -290,9 +295,9 @@ def aladin_ipm(
 
         def residual(d):
             dx, ds, dz, dl = d
-            e_d = _pmap(lambda a, b, c, e: a + b + c + e, r_d, jax.vmap(apply_Q)(qp, dx),
-                        jax.vmap(apply_GT)(qp, dz), v_dual(qp, sc, dl))
-            e_p = r_p + jax.vmap(apply_G)(qp, dx) + ds
+            e_d = _pmap(lambda a, b, c, e: a + b + c + e, r_d, qv(apply_Q, 0)(qp, dx),
+                        qv(apply_GT, 0)(qp, dz), v_dual(qp, sc, dl))
+            e_p = r_p + qv(apply_G, 0)(qp, dx) + ds
             e_c = r_c + z * ds + s * dz
             return e_d, e_p, e_c, net + v_map(sc, dx)
 
@@ -322,9 +327,9 @@ def aladin_ipm(
     def body(state: ALADINState) -> ALADINState:
         local, lam = state.local, state.lam
         s, z = local.s, local.z
-        r_d, r_p = jax.vmap(kkt_residuals)(qp, local.x, s, z)
+        r_d, r_p = qv(kkt_residuals, 0, 0, 0)(qp, local.x, s, z)
         r_d = _pmap(jnp.add, r_d, v_dual(qp, sc, lam))
-        fac = jax.vmap(lambda q, w: factor(q, w, FACTOR_REGULARISATION))(qp, z / s)
+        fac = qv(lambda q, w: factor(q, w, FACTOR_REGULARISATION), 0)(qp, z / s)
         Y = jax.vmap(coupling_panel)(fac)
         M = _weighted(weight, jax.vmap(coupling_curvature)(Y, sc))
         p_now = v_map(sc, local.x)
