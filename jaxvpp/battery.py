@@ -860,7 +860,7 @@ def solve_batteries(
     qp, sc = jax.vmap(build, out_axes=(FLEET_QP_AXES, 0))(fleet, linear_price, prox_weight, prox_center)
     x, _, st = solve_fleet_qp(qp, warm_start, tol, max_iter, warm_margin, chunk_size)
     charge, discharge = x.c * sc.power[:, None], x.d * sc.power[:, None]
-    met = jax.vmap(lambda b, c, d: schedule_metrics(b, market, settings, c, d))(fleet, charge, discharge)
+    met = fleet_metrics(fleet, market, settings, charge, discharge)
     sol = BatterySolution(
         charge_mw=charge, discharge_mw=discharge, net_mw=met["net_mw"], soc_mwh=met["soc_mwh"],
         objective_eur=met["objective_eur"], expected_revenue_eur=met["expected_revenue_eur"],
