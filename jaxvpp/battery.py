@@ -358,26 +358,25 @@ def condensed_matrix(qp: BatteryQP, W: Array) -> tuple[Array, Array, Array]:
 def _small_inv_chol(A: Array) -> Array:
     """Inverse of the Cholesky factor of a small SPD matrix (batched in leading axes).
 
-    Right-looking Cholesky and forward substitution as ``fori_loop``s over columns: a little more
-    arithmetic than an unrolled version, but it compiles in a fraction of the time.
+    Left-looking: step ``j`` forms column ``j`` of ``L`` from ``A``'s row ``j`` and the columns before it, and
+    row ``j`` of ``X = L^-1`` by forward substitution, in one ``fori_loop`` over the columns. A right-looking
+    Cholesky rewrote the whole trailing matrix at every step, and a second loop formed the inverse: for 256
+    equilibrated 24 x 24 matrices 1.24 ms against 0.74-0.89 ms here (25 x 25: 1.38 -> 0.90-1.09 ms). ``L`` is
+    kept transposed (its columns as rows) so that every step writes one contiguous row of each array.
     """
     n = A.shape[-1]
     idx = jnp.arange(n)
 
-    def chol_step(j, carry):
-        S, L = carry
-        pivot = jnp.sqrt(jnp.maximum(S[..., j, j], PIVOT_FLOOR))  # modified Cholesky: no pivot below the floor
-        col = jnp.where(idx >= j, S[..., :, j] / pivot[..., None], 0.0)
-        return S - col[..., :, None] * col[..., None, :], L.at[..., :, j].set(col)
+    def step(j, carry):
+        Lt, X = carry  # Lt[..., k, :] = column k of L
+        lj = jnp.where(idx < j, Lt[..., :, j], 0.0)  # row j of L left of the diagonal
+        v = A[..., j, :] - jnp.einsum("...k,...ki->...i", lj, Lt)  # A symmetric: row j = column j
+        pivot = jnp.sqrt(jnp.maximum(v[..., j], PIVOT_FLOOR))  # modified Cholesky: no pivot below the floor
+        col = jnp.where(idx >= j, v / pivot[..., None], 0.0)
+        row = (jnp.where(idx == j, 1.0, 0.0) - jnp.einsum("...k,...kj->...j", lj, X)) / pivot[..., None]
+        return Lt.at[..., j, :].set(col), X.at[..., j, :].set(row)
 
-    _, L = lax.fori_loop(0, n, chol_step, (A, jnp.zeros_like(A)))
-
-    def inv_step(i, X):
-        li = jnp.where(idx < i, L[..., i, :], 0.0)
-        row = (jnp.where(idx == i, 1.0, 0.0) - jnp.einsum("...k,...kj->...j", li, X)) / L[..., i, i][..., None]
-        return X.at[..., i, :].set(row)
-
-    return lax.fori_loop(0, n, inv_step, jnp.zeros_like(A))
+    return lax.fori_loop(0, n, step, (jnp.zeros_like(A), jnp.zeros_like(A)))[1]
 
 
 @functools.partial(jax.jit, static_argnames=("block",))
@@ -391,7 +390,7 @@ def inv_cholesky(A: Array, block: int | None = None) -> Array:
     """
     n = A.shape[-1]
     if block is None:
-        block = 8 if n < 100 else 16
+        block = 13  # leaves of 12 or 13: T = 24 splits into 12 + 12 and 12 + 13, T = 96 into 24 such leaves
     if n <= block:
         return _small_inv_chol(A)
     k = n // 2
@@ -705,7 +704,7 @@ def ipm_solve_fleet(qp: BatteryQP, start: IPMState, tol: float, max_iter: int, s
     The slots run in lock-step (one vmapped iteration each round); a battery that has converged or stopped
     leaves its slot, which takes the next battery in line from its start. A battery thus costs its own
     iterations, not the slowest battery's of its batch: at N = 1000 (T = 24, K = 20) the batteries needed
-    10-17 iterations, 13 on average, and a lock-step batch pays 17 for each. One traced copy of the
+    9-17 iterations, 11.5 on average, and a lock-step batch pays 17 for each. One traced copy of the
     iteration serves all rounds.
     """
     N = start.iterations.shape[0]
