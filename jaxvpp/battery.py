@@ -213,6 +213,11 @@ def _pmap(f, *trees):
     return Primal(*(f(*xs) for xs in zip(*trees)))
 
 
+def max_abs(tree) -> Array:
+    """Largest absolute entry over every leaf of a pytree (the infinity norm of its flattened leaves)."""
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
 def _lower_ones(T: int) -> np.ndarray:
     """The lower-triangular ones matrix L (cumulative sums as one matrix product: XLA on CPU compiles a
     product far faster than its scan lowering of cumsum, and for T <= 96 it costs no more)."""
@@ -581,9 +586,9 @@ def _measures_of(qp: BatteryQP, x: Primal, s: Array, z: Array, r_d: Primal, r_p:
                  ) -> tuple[Array, Array, Array]:
     """:func:`_measures` from residuals ``r_d, r_p`` already computed at ``(x, s, z)``."""
     h = rhs_h(qp)
-    inf = lambda t: jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in jax.tree.leaves(t)]))  # noqa: E731
     pres = jnp.max(jnp.abs(r_p)) / (1.0 + jnp.maximum(jnp.max(jnp.abs(h)), jnp.max(jnp.abs(apply_G(qp, x)))))
-    dres = inf(r_d) / (1.0 + jnp.maximum(inf(linear_cost(qp)), jnp.maximum(inf(apply_Q(qp, x)), inf(apply_GT(qp, z)))))
+    dres = max_abs(r_d) / (1.0 + jnp.maximum(max_abs(linear_cost(qp)),
+                                             jnp.maximum(max_abs(apply_Q(qp, x)), max_abs(apply_GT(qp, z)))))
     gap = jnp.vdot(s, z) / (1.0 + jnp.abs(objective(qp, x)))
     return pres, dres, gap
 
@@ -629,7 +634,7 @@ def step_fraction(mu: Array, pres: Array, dres: Array) -> Array:
     return 1.0 - jnp.minimum(1.0 - STEP_FRACTION, jnp.maximum(mu, jnp.maximum(pres, dres)))
 
 
-def ipm_step(qp: BatteryQP, st: IPMState, tol: float, max_iter: int, refine: Array | bool = True) -> IPMState:
+def ipm_step(qp: BatteryQP, st: IPMState, tol: float, max_iter: int, refine: Array | bool) -> IPMState:
     """One Mehrotra predictor-corrector iteration of one battery (a failed step sets ``iterations`` to
     ``max_iter``, which stops the battery).
 
@@ -651,12 +656,8 @@ def ipm_step(qp: BatteryQP, st: IPMState, tol: float, max_iter: int, refine: Arr
     # corrector with centring
     r_c = s * z + ds_a * dz_a - sigma * mu
     d = newton_direction(qp, fac, s, z, r_d, r_p, r_c, refine=0)
-    if refine is True:
-        d = refine_direction(qp, fac, s, z, r_d, r_p, r_c, d, CORRECTOR_REFINE)
-    elif refine is not False:
-        d = lax.cond(refine, lambda d_: refine_direction(qp, fac, s, z, r_d, r_p, r_c, d_, CORRECTOR_REFINE),
-                     lambda d_: d_, d)
-    dx, ds, dz = d
+    dx, ds, dz = lax.cond(refine, lambda d_: refine_direction(qp, fac, s, z, r_d, r_p, r_c, d_, CORRECTOR_REFINE),
+                          lambda d_: d_, d)
     tau = jnp.where(st.refine, STEP_FRACTION, step_fraction(mu, st.primal_residual, st.dual_residual))
     alpha = tau * jnp.minimum(max_step(s, ds), max_step(z, dz))
     alpha = jnp.minimum(alpha, 1.0)
@@ -674,8 +675,8 @@ def ipm_step(qp: BatteryQP, st: IPMState, tol: float, max_iter: int, refine: Arr
     # the 728 in the tests' random fleets stalled; refining every battery in every iteration costs 19 % more per
     # iteration (256 slots, T = 24, K = 20), and at N = 1000 no battery asks for it.
     promise = jnp.maximum(0.5, 2.0 * (1.0 - alpha))
-    norm = lambda t: jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in jax.tree.leaves(t)]))  # noqa: E731
-    short = ((pres > tol) & (norm(r_pn) > promise * norm(r_p))) | ((dres > tol) & (norm(r_dn) > promise * norm(r_d)))
+    short = (((pres > tol) & (max_abs(r_pn) > promise * max_abs(r_p)))
+             | ((dres > tol) & (max_abs(r_dn) > promise * max_abs(r_d))))
     retry = ok & short & ~st.refine  # the first short step is undone and retried, refined
     accept = ok & ~retry
     keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731

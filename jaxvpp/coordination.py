@@ -48,6 +48,7 @@ from jaxvpp.battery import (
     initial_point,
     kkt_residuals,
     loss_of_p,
+    max_abs,
     max_step,
     objective,
     solve_batteries,
@@ -302,9 +303,8 @@ def aladin_ipm(
             return e_d, e_p, e_c, net + v_map(sc, dx)
 
         def size(e_d, e_p, e_c, e_n):
-            big = lambda t: jnp.max(jnp.stack([jnp.max(jnp.abs(v)) for v in jax.tree.leaves(t)]))  # noqa: E731
-            return jnp.maximum(jnp.maximum(big(e_d), big(e_p)),
-                               jnp.maximum(big(e_c), jnp.max(jnp.abs(jnp.sum(e_n, axis=0) - tgt)) / scale_target))
+            return jnp.maximum(jnp.maximum(max_abs(e_d), max_abs(e_p)),
+                               jnp.maximum(max_abs(e_c), jnp.max(jnp.abs(jnp.sum(e_n, axis=0) - tgt)) / scale_target))
 
         rhs = (r_d, r_p, r_c, net)
         goal = REFINE_RTOL * size(*rhs)
