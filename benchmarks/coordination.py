@@ -42,7 +42,7 @@ def _problem(n: int):
     import numpy as np
 
     import jaxvpp
-    from jaxvpp.battery import solve_batteries
+    from jaxvpp.battery.solution import solve_batteries
 
     fleet, market = jaxvpp.random_fleet(n, seed=42), jaxvpp.synthetic_market(K, T, seed=7)
     free = np.asarray(jnp.sum(solve_batteries(fleet, market).net_mw, axis=0))
@@ -54,7 +54,7 @@ def run_one(method: str, n: int) -> dict:
     import numpy as np
 
     import jaxvpp
-    from jaxvpp.coordination import coordinate
+    from jaxvpp.coordination.api import coordinate
 
     fleet, market, target = _problem(n)
     st = jaxvpp.Settings()
@@ -64,9 +64,14 @@ def run_one(method: str, n: int) -> dict:
 
         t0 = time.perf_counter()
         ref = solve_fleet_reference(fleet, market, st, target)
-        res.update(time_s=time.perf_counter() - t0, compile_s=0.0, iterations=int(ref["iterations"]),
-                   status=str(ref["status"]), objective_eur=float(ref["objective_eur"]),
-                   coupling_residual_mw=float(np.max(np.abs(np.sum(ref["net"], axis=0) - target))))
+        res.update(
+            time_s=time.perf_counter() - t0,
+            compile_s=0.0,
+            iterations=int(ref["iterations"]),
+            status=str(ref["status"]),
+            objective_eur=float(ref["objective_eur"]),
+            coupling_residual_mw=float(np.max(np.abs(np.sum(ref["net"], axis=0) - target))),
+        )
     else:
         kw = dict(method=method) if method == "aladin" else dict(method=method, tol=1e-6, max_iter=200)
         t0 = time.perf_counter()
@@ -76,10 +81,17 @@ def run_one(method: str, n: int) -> dict:
         r = coordinate(fleet, market, target, st, **kw)
         t_run = time.perf_counter() - t0
         hist = {k: np.asarray(v).tolist() for k, v in r.history.items() if not k.startswith("_")}
-        res.update(time_s=t_run, compile_s=max(t_first - t_run, 0.0), iterations=r.iterations, status=r.status,
-                   objective_eur=r.objective_eur, coupling_residual_mw=r.coupling_residual_mw,
-                   time_per_iteration_s=t_run / max(r.iterations, 1), history=hist,
-                   same_as_first=bool(abs(first.objective_eur - r.objective_eur) <= 1e-9 * abs(r.objective_eur)))
+        res.update(
+            time_s=t_run,
+            compile_s=max(t_first - t_run, 0.0),
+            iterations=r.iterations,
+            status=r.status,
+            objective_eur=r.objective_eur,
+            coupling_residual_mw=r.coupling_residual_mw,
+            time_per_iteration_s=t_run / max(r.iterations, 1),
+            history=hist,
+            same_as_first=bool(abs(first.objective_eur - r.objective_eur) <= 1e-9 * abs(r.objective_eur)),
+        )
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return res
 
@@ -91,7 +103,7 @@ def per_iteration(n: int, iterations: int = 10) -> dict:
     import jax.numpy as jnp
 
     import jaxvpp
-    from jaxvpp.coordination import aladin_ipm
+    from jaxvpp.coordination.aladin import aladin_ipm
 
     fleet, market, st = jaxvpp.random_fleet(n, seed=42), jaxvpp.synthetic_market(K, T, seed=7), jaxvpp.Settings()
     target = jnp.zeros(T)
@@ -103,8 +115,12 @@ def per_iteration(n: int, iterations: int = 10) -> dict:
         r = jax.block_until_ready(run(fleet, market, target, st))
         times.append(time.perf_counter() - t0)
     it = int(r.iteration)
-    return {"N": n, "iterations": it, "per_iteration_ms": min(times) / it * 1e3,
-            "per_battery_iteration_us": min(times) / it / n * 1e6}
+    return {
+        "N": n,
+        "iterations": it,
+        "per_iteration_ms": min(times) / it * 1e3,
+        "per_battery_iteration_us": min(times) / it / n * 1e6,
+    }
 
 
 def _subprocess(method: str, n: int, timeout: float) -> dict:
@@ -119,8 +135,21 @@ def _subprocess(method: str, n: int, timeout: float) -> dict:
 
 
 def _cmd(exe: str, d: Path, method: str) -> list[str]:
-    return [exe, "coordinate", "--fleet", str(d / "fleet.csv"), "--scenarios", str(d / "scenarios.csv"),
-            "--target", str(d / "target.csv"), "--method", method, "--quiet", "--out", str(d / method)]
+    return [
+        exe,
+        "coordinate",
+        "--fleet",
+        str(d / "fleet.csv"),
+        "--scenarios",
+        str(d / "scenarios.csv"),
+        "--target",
+        str(d / "target.csv"),
+        "--method",
+        method,
+        "--quiet",
+        "--out",
+        str(d / method),
+    ]
 
 
 def whole_process(n: int) -> dict:
@@ -139,8 +168,13 @@ def whole_process(n: int) -> dict:
         exe = str(Path(sys.executable).with_name("jaxvpp"))
         runs = [("aladin", "cold", ""), ("aladin", "warm", str(d / "xla-cache")), ("centralized", "", "")]
         # the warm run reuses the compilation cache that a first, untimed run writes
-        subprocess.run(_cmd(exe, d, "aladin"), capture_output=True, text=True,
-                       env=dict(os.environ, JAXVPP_CACHE_DIR=str(d / "xla-cache")), check=True)
+        subprocess.run(
+            _cmd(exe, d, "aladin"),
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, JAXVPP_CACHE_DIR=str(d / "xla-cache")),
+            check=True,
+        )
         for method, cache, cache_dir in runs:
             env = dict(os.environ, JAXVPP_CACHE_DIR=cache_dir)
             t0 = time.perf_counter()
@@ -148,8 +182,12 @@ def whole_process(n: int) -> dict:
             wall = time.perf_counter() - t0
             summary = json.loads((d / method / "summary.json").read_text()) if proc.returncode == 0 else {}
             out[method + (f"_{cache}" if cache else "")] = dict(
-                wall_s=wall, returncode=proc.returncode, status=summary.get("status"),
-                objective_eur=summary.get("objective_eur"), iterations=summary.get("iterations"))
+                wall_s=wall,
+                returncode=proc.returncode,
+                status=summary.get("status"),
+                objective_eur=summary.get("objective_eur"),
+                iterations=summary.get("iterations"),
+            )
     for cache in ("cold", "warm"):
         out[f"ratio_{cache}"] = out[f"aladin_{cache}"]["wall_s"] / out["centralized"]["wall_s"]
     return out
@@ -161,8 +199,11 @@ def _fmt(x, spec):
 
 def write_report(rows: list[dict], processes: list[dict]) -> str:
     ref = {r["N"]: r.get("objective_eur") for r in rows if r["method"] == "centralized"}
-    lines = ["| N | method | status | iterations | compile (s) | solve (s) | per iteration (ms) | "
-             "objective gap to Clarabel | coupling residual (MW) | peak RSS (MB) |", "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| N | method | status | iterations | compile (s) | solve (s) | per iteration (ms) | "
+        "objective gap to Clarabel | coupling residual (MW) | peak RSS (MB) |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in sorted(rows, key=lambda r: (r["N"], r["method"])):
         gap = "-"
         if ref.get(r["N"]) is not None and isinstance(r.get("objective_eur"), float):
@@ -172,18 +213,26 @@ def write_report(rows: list[dict], processes: list[dict]) -> str:
             f"| {r['N']} | {r['method']} | {r.get('status', '-')} | {r.get('iterations', '-')} | "
             f"{_fmt(r.get('compile_s'), '.1f')} | {_fmt(r.get('time_s'), '.2f')} | "
             f"{_fmt(per_it * 1e3 if per_it is not None else None, '.1f')} | {gap} | "
-            f"{_fmt(r.get('coupling_residual_mw'), '.1e')} | {_fmt(r.get('peak_rss_mb'), '.0f')} |")
+            f"{_fmt(r.get('coupling_residual_mw'), '.1e')} | {_fmt(r.get('peak_rss_mb'), '.0f')} |"
+        )
     if processes:
-        lines += ["", "Whole process, `jaxvpp coordinate` from CSV files to written results:", "",
-                  "| N | ALADIN, compilation cache off | ALADIN, cache warm | --method centralized | "
-                  "ratio cold / warm | goal <= 0.25 |", "|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            "Whole process, `jaxvpp coordinate` from CSV files to written results:",
+            "",
+            "| N | ALADIN, compilation cache off | ALADIN, cache warm | --method centralized | "
+            "ratio cold / warm | goal <= 0.25 |",
+            "|---:|---:|---:|---:|---:|---|",
+        ]
         for p in processes:
             a, w, c = p["aladin_cold"], p["aladin_warm"], p["centralized"]
-            lines.append(f"| {p['N']} | {a['wall_s']:.1f} s ({a['status']}, {a['iterations']} it) | "
-                         f"{w['wall_s']:.1f} s | {c['wall_s']:.1f} s ({c['status']}) | "
-                         f"{p['ratio_cold']:.2f} / {p['ratio_warm']:.2f} | "
-                         f"cold {'met' if p['ratio_cold'] <= 0.25 else 'NOT met'}, "
-                         f"warm {'met' if p['ratio_warm'] <= 0.25 else 'NOT met'} |")
+            lines.append(
+                f"| {p['N']} | {a['wall_s']:.1f} s ({a['status']}, {a['iterations']} it) | "
+                f"{w['wall_s']:.1f} s | {c['wall_s']:.1f} s ({c['status']}) | "
+                f"{p['ratio_cold']:.2f} / {p['ratio_warm']:.2f} | "
+                f"cold {'met' if p['ratio_cold'] <= 0.25 else 'NOT met'}, "
+                f"warm {'met' if p['ratio_warm'] <= 0.25 else 'NOT met'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -206,10 +255,10 @@ def plot(rows: list[dict], path: Path) -> None:
         if r["method"] == "aladin":
             kkt = np.maximum.reduce([np.asarray(h[k]) for k in ("primal_residual", "dual_residual", "gap")])
             axes[1].semilogy(it, kkt, style, label=label)
-    axes[0].set(xlabel="iteration", ylabel="coupling residual per battery (MW)",
-                title="max_t |sum_i p_it - target_t| / N")
-    axes[1].set(xlabel="iteration", ylabel="max(primal, dual, gap) (relative)",
-                title="IP-ALADIN optimality measures")
+    axes[0].set(
+        xlabel="iteration", ylabel="coupling residual per battery (MW)", title="max_t |sum_i p_it - target_t| / N"
+    )
+    axes[1].set(xlabel="iteration", ylabel="max(primal, dual, gap) (relative)", title="IP-ALADIN optimality measures")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
@@ -223,8 +272,11 @@ def main() -> None:
     ap.add_argument("--admm-max", type=int, default=1000, help="largest N for ADMM")
     ap.add_argument("--centralized-max", type=int, default=1000, help="largest N for centralized Clarabel")
     ap.add_argument("--process-sizes", default="1000", help="N for the whole-process comparison ('' for none)")
-    ap.add_argument("--per-iteration-sizes", default="",
-                    help="N for the per-iteration scaling probe (first 10 iterations), e.g. 1000,3000,10000,20000")
+    ap.add_argument(
+        "--per-iteration-sizes",
+        default="",
+        help="N for the per-iteration scaling probe (first 10 iterations), e.g. 1000,3000,10000,20000",
+    )
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--one", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -246,8 +298,11 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     rows = []
     for n in [int(s) for s in args.sizes.split(",") if s]:
-        methods = ["aladin"] + (["admm"] if n <= args.admm_max else []) + (
-            ["centralized"] if n <= args.centralized_max else [])
+        methods = (
+            ["aladin"]
+            + (["admm"] if n <= args.admm_max else [])
+            + (["centralized"] if n <= args.centralized_max else [])
+        )
         for m in methods:
             r = _subprocess(m, n, args.timeout)
             print(json.dumps({k: v for k, v in r.items() if k != "history"}), flush=True)

@@ -53,7 +53,7 @@ def run_one(method: str, n: int, repeats: int) -> dict:
     base_rss = _peak_rss_mb()
     res: dict = {"method": method, "N": n}
     if method == "jaxvpp":
-        from jaxvpp.battery import solve_batteries
+        from jaxvpp.battery.solution import solve_batteries
 
         t0 = time.perf_counter()
         sol = solve_batteries(fleet, market, st)
@@ -65,8 +65,13 @@ def run_one(method: str, n: int, repeats: int) -> dict:
             sol = solve_batteries(fleet, market, st)
             sol.objective_eur.block_until_ready()
             times.append(time.perf_counter() - t0)
-        res.update(time_s=min(times), compile_s=first - min(times), iterations=int(np.max(sol.iterations)),
-                   converged=bool(np.all(sol.converged)), objectives=np.asarray(sol.objective_eur).tolist())
+        res.update(
+            time_s=min(times),
+            compile_s=first - min(times),
+            iterations=int(np.max(sol.iterations)),
+            converged=bool(np.all(sol.converged)),
+            objectives=np.asarray(sol.objective_eur).tolist(),
+        )
     elif method == "clarabel_loop":
         from jaxvpp.reference import solve_battery_reference
 
@@ -78,8 +83,11 @@ def run_one(method: str, n: int, repeats: int) -> dict:
 
         t0 = time.perf_counter()
         ref = solve_fleet_reference(fleet, market, st, None, mode="stacked")
-        res.update(time_s=time.perf_counter() - t0, compile_s=0.0,
-                   objectives=np.asarray(ref["objective_per_battery_eur"]).tolist())
+        res.update(
+            time_s=time.perf_counter() - t0,
+            compile_s=0.0,
+            objectives=np.asarray(ref["objective_per_battery_eur"]).tolist(),
+        )
     elif method == "jaxopt_osqp":
         res.update(_run_osqp(fleet, market, st, repeats))
     else:
@@ -106,13 +114,14 @@ def _run_osqp(fleet, market, st, repeats: int) -> dict:
         warnings.simplefilter("ignore")
         from jaxopt import BoxOSQP
 
-    from jaxvpp.battery import Primal, apply_G, apply_Q, build_qp, linear_cost, rhs_h, schedule_metrics
+    from jaxvpp.battery.qp import Primal, apply_G, apply_Q, build_qp, linear_cost, rhs_h
+    from jaxvpp.battery.solution import schedule_metrics
 
     T, K = market.horizon, market.num_scenarios
     n = 2 * T + 1 + K
 
     def unflat(v):
-        return Primal(v[:T], v[T:2 * T], v[2 * T], v[2 * T + 1:])
+        return Primal(v[:T], v[T : 2 * T], v[2 * T], v[2 * T + 1 :])
 
     def flat(p):
         return jnp.concatenate([p.c, p.d, p.eta[None], p.u])
@@ -132,8 +141,9 @@ def _run_osqp(fleet, market, st, repeats: int) -> dict:
             Q, f, G, h, P = dense(b)
             sol = solver.run(params_obj=(Q, f), params_eq=G, params_ineq=(jnp.full_like(h, -jnp.inf), h))
             x = sol.params.primal[0]
-            obj = schedule_metrics(b, market, st, P * x[:T], P * x[T:2 * T])["objective_eur"]
+            obj = schedule_metrics(b, market, st, P * x[:T], P * x[T : 2 * T])["objective_eur"]
             return obj, sol.state.iter_num
+
         return jax.vmap(one)(fleet)
 
     t0 = time.perf_counter()
@@ -144,16 +154,23 @@ def _run_osqp(fleet, market, st, repeats: int) -> dict:
         t0 = time.perf_counter()
         objs, iters = jax.block_until_ready(solve(fleet))
         times.append(time.perf_counter() - t0)
-    return dict(time_s=min(times), compile_s=first - min(times), objectives=np.asarray(objs).tolist(),
-                iterations=int(np.max(iters)))
+    return dict(
+        time_s=min(times),
+        compile_s=first - min(times),
+        objectives=np.asarray(objs).tolist(),
+        iterations=int(np.max(iters)),
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1,10,100,1000,10000")
     ap.add_argument("--methods", default="jaxvpp,clarabel_loop,clarabel_stacked,jaxopt_osqp")
-    ap.add_argument("--max-n", default="clarabel_loop=1000,clarabel_stacked=10000,jaxopt_osqp=10",
-                    help="largest N per baseline (slow baselines are skipped above it)")
+    ap.add_argument(
+        "--max-n",
+        default="clarabel_loop=1000,clarabel_stacked=10000,jaxopt_osqp=10",
+        help="largest N per baseline (slow baselines are skipped above it)",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--one", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -177,8 +194,11 @@ def main() -> int:
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append(r)
-            print(f"{m:17s} N={n:6d}  time {r['time_s']:9.3f} s  compile {r['compile_s']:6.2f} s  "
-                  f"peak RSS {r['peak_rss_mb']:8.0f} MB", flush=True)
+            print(
+                f"{m:17s} N={n:6d}  time {r['time_s']:9.3f} s  compile {r['compile_s']:6.2f} s  "
+                f"peak RSS {r['peak_rss_mb']:8.0f} MB",
+                flush=True,
+            )
     _write(results, sizes, methods)
     return 0
 
@@ -203,12 +223,15 @@ def _write(results: list[dict], sizes: list[int], methods: list[str]) -> None:
                 a, b = np.asarray(r["objectives"]), np.asarray(ref["objectives"])
                 gap = f"{np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b))):.1e}"
             speed = f"{r['time_s'] / jx['time_s']:.0f}x" if jx is not None and r is not jx else ""
-            lines.append(f"| {n} | {m} | {r['time_s']:.3f} | {r['compile_s']:.2f} | {1e3 * r['time_s'] / n:.3f} | "
-                         f"{gap} | {r['peak_rss_mb']:.0f} | {speed} |")
+            lines.append(
+                f"| {n} | {m} | {r['time_s']:.3f} | {r['compile_s']:.2f} | {1e3 * r['time_s'] / n:.3f} | "
+                f"{gap} | {r['peak_rss_mb']:.0f} | {speed} |"
+            )
     text = "\n".join(lines) + "\n"
     (OUT / "local_solver.md").write_text(text)
-    (OUT / "local_solver.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "objectives"}
-                                                       for r in results], indent=1))
+    (OUT / "local_solver.json").write_text(
+        json.dumps([{k: v for k, v in r.items() if k != "objectives"} for r in results], indent=1)
+    )
     print(text)
 
 

@@ -46,7 +46,7 @@ def _problem(n: int):
     import numpy as np
 
     import jaxvpp
-    from jaxvpp.battery import solve_batteries
+    from jaxvpp.battery.solution import solve_batteries
 
     fleet, market = jaxvpp.random_fleet(n, seed=42), jaxvpp.synthetic_market(K, T, seed=7)
     free = np.asarray(jnp.sum(solve_batteries(fleet, market).net_mw, axis=0))
@@ -58,25 +58,31 @@ def one_memory(n: int) -> dict:
     import jax.numpy as jnp
 
     import jaxvpp
-    from jaxvpp.coordination import aladin_ipm
+    from jaxvpp.coordination.aladin import aladin_ipm
 
     fleet, market = jaxvpp.random_fleet(n, seed=42), jaxvpp.synthetic_market(K, T, seed=7)
     t0 = time.perf_counter()
     ma = aladin_ipm.lower(fleet, market, jnp.zeros(T), jaxvpp.Settings()).compile().memory_analysis()
-    return dict(kind="memory", N=n, compile_s=time.perf_counter() - t0, argument_bytes=ma.argument_size_in_bytes,
-                output_bytes=ma.output_size_in_bytes, temp_bytes=ma.temp_size_in_bytes,
-                total_bytes=ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes)
+    return dict(
+        kind="memory",
+        N=n,
+        compile_s=time.perf_counter() - t0,
+        argument_bytes=ma.argument_size_in_bytes,
+        output_bytes=ma.output_size_in_bytes,
+        temp_bytes=ma.temp_size_in_bytes,
+        total_bytes=ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes,
+    )
 
 
 def one_run(n: int, devices: int, kind: str, log_path: str | None) -> dict:
     """Coordinate N batteries on ``devices`` devices (forced host devices on a CPU) in this process."""
-    from jaxvpp import distributed
+    from jaxvpp.coordination import distributed
 
     distributed.use_cpu_devices(devices)
     import numpy as np
 
     import jaxvpp
-    from jaxvpp.coordination import coordinate
+    from jaxvpp.coordination.api import coordinate
 
     sink = open(log_path, "a", buffering=1) if log_path else None
     t0 = time.perf_counter()
@@ -96,16 +102,32 @@ def one_run(n: int, devices: int, kind: str, log_path: str | None) -> dict:
     el = np.asarray(res.history.get("elapsed_s", []), dtype=float)
     # the first logged iteration carries the compilation; the rest are the solve
     per_it = float(np.median(np.diff(el))) if el.size > 2 else float("nan")
-    out = dict(kind=kind, N=n, devices=devices, status=res.status, iterations=res.iterations,
-               time_s=res.wall_time_s, first_iteration_s=float(el[0]) if el.size else float("nan"),
-               time_per_iteration_s=per_it, solve_after_first_s=float(el[-1] - el[0]) if el.size > 1 else float("nan"),
-               problem_s=t_free, objective_eur=res.objective_eur, coupling_residual_mw=res.coupling_residual_mw,
-               peak_rss_mb=_rss_mb(), rss_problem_mb=rss_problem,
-               cpu_s=sum(resource.getrusage(resource.RUSAGE_SELF)[:2]))  # user + system: cores used x time
+    out = dict(
+        kind=kind,
+        N=n,
+        devices=devices,
+        status=res.status,
+        iterations=res.iterations,
+        time_s=res.wall_time_s,
+        first_iteration_s=float(el[0]) if el.size else float("nan"),
+        time_per_iteration_s=per_it,
+        solve_after_first_s=float(el[-1] - el[0]) if el.size > 1 else float("nan"),
+        problem_s=t_free,
+        objective_eur=res.objective_eur,
+        coupling_residual_mw=res.coupling_residual_mw,
+        peak_rss_mb=_rss_mb(),
+        rss_problem_mb=rss_problem,
+        cpu_s=sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+    )  # user + system: cores used x time
     RUNS.mkdir(parents=True, exist_ok=True)
     if n <= 20000:
-        np.savez(RUNS / f"answer_N{n}_d{devices}.npz", net_mw=np.asarray(res.solution.net_mw),
-                 price=res.coupling_price_eur_per_mwh, objective=res.objective_eur, iterations=res.iterations)
+        np.savez(
+            RUNS / f"answer_N{n}_d{devices}.npz",
+            net_mw=np.asarray(res.solution.net_mw),
+            price=res.coupling_price_eur_per_mwh,
+            objective=res.objective_eur,
+            iterations=res.iterations,
+        )
     if sink:
         sink.write(json.dumps(out) + "\n")
         sink.close()
@@ -142,28 +164,40 @@ def write_report() -> str:
     rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
     mem = sorted((r for r in rows if r.get("kind") == "memory" and "total_bytes" in r), key=lambda r: r["N"])
     rss = sorted((r for r in rows if r.get("kind") == "rss" and "peak_rss_mb" in r), key=lambda r: r["N"])
-    dev = sorted((r for r in rows if r.get("kind") == "devices" and "peak_rss_mb" in r),
-                 key=lambda r: (r["N"], r["devices"]))
+    dev = sorted(
+        (r for r in rows if r.get("kind") == "devices" and "peak_rss_mb" in r), key=lambda r: (r["N"], r["devices"])
+    )
     large = sorted((r for r in rows if r.get("kind") == "large"), key=lambda r: r.get("N", 0))
     lines: list[str] = []
     fit_rss = None
     if mem:
-        lines += ["Buffers of the compiled ALADIN program (one device, `compiled.memory_analysis()`):", "",
-                  "| N | arguments (MB) | outputs (MB) | temporaries (MB) | total (MB) | per battery (kB) |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "Buffers of the compiled ALADIN program (one device, `compiled.memory_analysis()`):",
+            "",
+            "| N | arguments (MB) | outputs (MB) | temporaries (MB) | total (MB) | per battery (kB) |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in mem:
-            lines.append(f"| {r['N']} | {r['argument_bytes'] / 1e6:.1f} | {r['output_bytes'] / 1e6:.1f} | "
-                         f"{r['temp_bytes'] / 1e6:.1f} | {r['total_bytes'] / 1e6:.1f} | {r['total_bytes'] / r['N'] / 1e3:.1f} |")
+            lines.append(
+                f"| {r['N']} | {r['argument_bytes'] / 1e6:.1f} | {r['output_bytes'] / 1e6:.1f} | "
+                f"{r['temp_bytes'] / 1e6:.1f} | {r['total_bytes'] / 1e6:.1f} | {r['total_bytes'] / r['N'] / 1e3:.1f} |"
+            )
         if len(mem) >= 2:
             s, c = _fit([r["N"] for r in mem], [r["total_bytes"] for r in mem])
             lines += ["", f"Linear fit: {s / 1e3:.1f} kB per battery + {c / 1e6:.1f} MB."]
     if rss:
-        lines += ["", "Whole coordinations on one device (fresh process each; peak resident memory, `ru_maxrss`):", "",
-                  "| N | status | iterations | time (s) | per iteration (s) | peak RSS (MB) |",
-                  "|---:|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "Whole coordinations on one device (fresh process each; peak resident memory, `ru_maxrss`):",
+            "",
+            "| N | status | iterations | time (s) | per iteration (s) | peak RSS (MB) |",
+            "|---:|---|---:|---:|---:|---:|",
+        ]
         for r in rss:
-            lines.append(f"| {r['N']} | {r['status']} | {r['iterations']} | {r['time_s']:.1f} | "
-                         f"{r['time_per_iteration_s']:.3f} | {r['peak_rss_mb']:.0f} |")
+            lines.append(
+                f"| {r['N']} | {r['status']} | {r['iterations']} | {r['time_s']:.1f} | "
+                f"{r['time_per_iteration_s']:.3f} | {r['peak_rss_mb']:.0f} |"
+            )
     # the fit takes every run with a measured peak (the largest ones too: the loop allocates its buffers
     # once, so a run stopped after a few iterations has reached its peak)
     pts = [r for r in rss + large if np.isfinite(r.get("peak_rss_mb", float("nan")))]
@@ -171,25 +205,38 @@ def write_report() -> str:
         s, c = _fit([r["N"] for r in pts], [r["peak_rss_mb"] * 2**20 for r in pts])
         fit_rss = (s, c)
         n_max = (24 * GiB * 0.9 - c) / s
-        lines += ["", f"Linear fit of peak RSS over N = {', '.join(str(r['N']) for r in pts)}: {s / 1e3:.1f} kB per "
-                      f"battery + {c / 2**20:.0f} MB; a 24 GiB machine (90 % usable) holds about {n_max:,.0f} "
-                      "batteries by this fit."]
+        lines += [
+            "",
+            f"Linear fit of peak RSS over N = {', '.join(str(r['N']) for r in pts)}: {s / 1e3:.1f} kB per "
+            f"battery + {c / 2**20:.0f} MB; a 24 GiB machine (90 % usable) holds about {n_max:,.0f} "
+            "batteries by this fit.",
+        ]
     if large:
-        lines += ["", "The largest fleets run (one device):", "",
-                  "| N | status | iterations | problem set-up (s) | first iteration incl. compilation (s) | "
-                  "per iteration (s) | coordination (s) | peak RSS (MB) | fit predicts (MB) |",
-                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "The largest fleets run (one device):",
+            "",
+            "| N | status | iterations | problem set-up (s) | first iteration incl. compilation (s) | "
+            "per iteration (s) | coordination (s) | peak RSS (MB) | fit predicts (MB) |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in large:
             pred = f"{(fit_rss[0] * r['N'] + fit_rss[1]) / 2**20:.0f}" if fit_rss else "-"
-            lines.append(f"| {r['N']} | {r.get('status')} | {r.get('iterations', '-')} | {r.get('problem_s', 0):.0f} | "
-                         f"{r.get('first_iteration_s', float('nan')):.0f} | {r.get('time_per_iteration_s', float('nan')):.2f} | "
-                         f"{r.get('time_s', float('nan')):.0f} | {r.get('peak_rss_mb', float('nan')):.0f} | {pred} |")
+            lines.append(
+                f"| {r['N']} | {r.get('status')} | {r.get('iterations', '-')} | {r.get('problem_s', 0):.0f} | "
+                f"{r.get('first_iteration_s', float('nan')):.0f} | {r.get('time_per_iteration_s', float('nan')):.2f} | "
+                f"{r.get('time_s', float('nan')):.0f} | {r.get('peak_rss_mb', float('nan')):.0f} | {pred} |"
+            )
     if dev:
-        lines += ["", "The same fleet on 1, 2 and 4 forced host devices of this 2-core CPU (`--xla_force_host_platform"
-                      "_device_count`; the difference is to the one-device answer, relative to its largest entry):", "",
-                  "| N | devices | status | iterations | per iteration (s) | speed-up | coordination (s) | CPU time (s) | "
-                  "schedules diff | coupling price diff | objective diff |",
-                  "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "The same fleet on 1, 2 and 4 forced host devices of this 2-core CPU (`--xla_force_host_platform"
+            "_device_count`; the difference is to the one-device answer, relative to its largest entry):",
+            "",
+            "| N | devices | status | iterations | per iteration (s) | speed-up | coordination (s) | CPU time (s) | "
+            "schedules diff | coupling price diff | objective diff |",
+            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         base = {r["N"]: r for r in dev if r["devices"] == 1}
         for r in dev:
             b = base.get(r["N"])
@@ -199,11 +246,16 @@ def write_report() -> str:
             if b and f0.exists() and f1.exists():
                 a0, a1 = np.load(f0), np.load(f1)
                 rel = lambda k, a0=a0, a1=a1: np.max(np.abs(a1[k] - a0[k])) / max(np.max(np.abs(a0[k])), 1e-300)  # noqa: E731
-                diffs = [f"{rel('net_mw'):.1e}", f"{rel('price'):.1e}",
-                         f"{abs(float(a1['objective']) - float(a0['objective'])) / abs(float(a0['objective'])):.1e}"]
-            lines.append(f"| {r['N']} | {r['devices']} | {r['status']} | {r['iterations']} | "
-                         f"{r['time_per_iteration_s']:.3f} | {sp:.2f} | {r['time_s']:.1f} | "
-                         f"{_fmt(r.get('cpu_s'), '.1f')} | {' | '.join(diffs)} |")
+                diffs = [
+                    f"{rel('net_mw'):.1e}",
+                    f"{rel('price'):.1e}",
+                    f"{abs(float(a1['objective']) - float(a0['objective'])) / abs(float(a0['objective'])):.1e}",
+                ]
+            lines.append(
+                f"| {r['N']} | {r['devices']} | {r['status']} | {r['iterations']} | "
+                f"{r['time_per_iteration_s']:.3f} | {sp:.2f} | {r['time_s']:.1f} | "
+                f"{_fmt(r.get('cpu_s'), '.1f')} | {' | '.join(diffs)} |"
+            )
     text = "\n".join(lines) + "\n"
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "scale.md").write_text(text)
@@ -235,8 +287,11 @@ def main() -> None:
         print(json.dumps(res))
         return
     # the subprocesses import this checkout's jaxvpp, without the compilation cache (compilation is measured)
-    env = dict(os.environ, JAXVPP_CACHE_DIR="", PYTHONPATH=os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env = dict(
+        os.environ,
+        JAXVPP_CACHE_DIR="",
+        PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
+    )
     for n in _ints(args.memory_sizes):
         _save({**_subprocess(["--one", "memory", str(n), "1"], args.timeout, env), "kind": "memory", "N": n})
         print(f"memory N={n} done", flush=True)
@@ -245,14 +300,26 @@ def main() -> None:
         print(f"rss N={n} done", flush=True)
     if args.devices_n:
         for d in _ints(args.device_counts):
-            _save({**_subprocess(["--one", "devices", str(args.devices_n), str(d)], args.timeout, env),
-                   "kind": "devices", "N": args.devices_n, "devices": d})
+            _save(
+                {
+                    **_subprocess(["--one", "devices", str(args.devices_n), str(d)], args.timeout, env),
+                    "kind": "devices",
+                    "N": args.devices_n,
+                    "devices": d,
+                }
+            )
             print(f"devices N={args.devices_n} d={d} done", flush=True)
     if args.large:
         RUNS.mkdir(parents=True, exist_ok=True)
         log = RUNS / f"large_{args.large}.log"
-        _save({**_subprocess(["--one", "large", str(args.large), "1", "--log", str(log)], args.timeout, env),
-               "kind": "large", "N": args.large, "devices": 1})
+        _save(
+            {
+                **_subprocess(["--one", "large", str(args.large), "1", "--log", str(log)], args.timeout, env),
+                "kind": "large",
+                "N": args.large,
+                "devices": 1,
+            }
+        )
     print(write_report())
 
 

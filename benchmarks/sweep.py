@@ -4,7 +4,7 @@ The issue's sweep, ``--param risk_weight --values 0:2:64`` (64 problems), on ``r
 T = 24, K = 20, with a binding target (half the uncoordinated fleet profile; coordinated by ALADIN) and
 without one (every battery alone). Per fleet size and mode it measures:
 
-* **sweep, in process**: :func:`jaxvpp.sweep.sweep`, one compiled call (compiled by a first call, then timed);
+* **sweep, in process**: :func:`jaxvpp.studies.sweeps.sweep`, one compiled call (compiled by a first call, then timed);
 * **loop, in process**: 64 calls of ``coordinate()`` (with a target) or ``solve_batteries()`` (without),
   compiled by a first call, then timed; the two are timed three times, alternately, and the fastest of each
   counts (the machine is shared);
@@ -44,7 +44,7 @@ def _problem(n: int):
     import numpy as np
 
     import jaxvpp
-    from jaxvpp.battery import solve_batteries
+    from jaxvpp.battery.solution import solve_batteries
 
     fleet, market = jaxvpp.random_fleet(n, seed=42), jaxvpp.synthetic_market(K, T, seed=7)
     free = np.asarray(jnp.sum(solve_batteries(fleet, market).net_mw, axis=0))
@@ -58,9 +58,9 @@ def in_process(n: int, coordinated: bool) -> dict:
     import numpy as np
 
     import jaxvpp
-    from jaxvpp.battery import solve_batteries
-    from jaxvpp.coordination import coordinate
-    from jaxvpp.sweep import parse_values, sweep
+    from jaxvpp.battery.solution import solve_batteries
+    from jaxvpp.coordination.api import coordinate
+    from jaxvpp.studies.sweeps import parse_values, sweep
 
     fleet, market, target = _problem(n)
     target = target if coordinated else None
@@ -90,10 +90,18 @@ def in_process(n: int, coordinated: bool) -> dict:
         t_loop.append(time.perf_counter() - t0)
     t_sweep, t_loop = min(t_sweep), min(t_loop)
     gap = float(np.max(np.abs(np.asarray(objs) - table.objective_eur.to_numpy()) / np.abs(np.asarray(objs))))
-    return dict(N=n, coordinated=coordinated, sweep_s=t_sweep, sweep_compile_s=max(t_first - t_sweep, 0.0),
-                loop_s=t_loop, loop_compile_s=max(t_first_loop - t_loop / B, 0.0), max_rel_gap=gap,
-                converged=int(table.converged.sum()), iterations_max=int(table.iterations.max()),
-                iterations_mean=float(table.iterations.mean()))
+    return dict(
+        N=n,
+        coordinated=coordinated,
+        sweep_s=t_sweep,
+        sweep_compile_s=max(t_first - t_sweep, 0.0),
+        loop_s=t_loop,
+        loop_compile_s=max(t_first_loop - t_loop / B, 0.0),
+        max_rel_gap=gap,
+        converged=int(table.converged.sum()),
+        iterations_max=int(table.iterations.max()),
+        iterations_mean=float(table.iterations.mean()),
+    )
 
 
 def processes(n: int, coordinated: bool, runs: int) -> dict:
@@ -101,7 +109,7 @@ def processes(n: int, coordinated: bool, runs: int) -> dict:
     import numpy as np
 
     from jaxvpp import io
-    from jaxvpp.sweep import parse_values
+    from jaxvpp.studies.sweeps import parse_values
 
     fleet, market, target = _problem(n)
     steps = [f"{t:02d}:00" for t in range(T)]
@@ -121,8 +129,17 @@ def processes(n: int, coordinated: bool, runs: int) -> dict:
         def coord(i: int, v: float) -> list[str]:
             f = d / f"fleet_{i}.csv"
             f.write_text(io.fleet_csv(ids, fleet._replace(risk_weight=np.full(n, v))))
-            return exe + ["coordinate", "--fleet", str(f), "--scenarios", str(d / "scenarios.csv"), *tgt, "--quiet",
-                          "--out", str(d / f"c{i}")]
+            return exe + [
+                "coordinate",
+                "--fleet",
+                str(f),
+                "--scenarios",
+                str(d / "scenarios.csv"),
+                *tgt,
+                "--quiet",
+                "--out",
+                str(d / f"c{i}"),
+            ]
 
         subprocess.run(coord(0, values[0]), cwd=ROOT, env=env, capture_output=True, check=True)  # fills the cache
         idx = np.linspace(0, B - 1, runs).round().astype(int)
@@ -131,8 +148,20 @@ def processes(n: int, coordinated: bool, runs: int) -> dict:
             subprocess.run(coord(int(i), float(values[i])), cwd=ROOT, env=env, capture_output=True, check=True)
         out["process_per_run_s"] = (time.perf_counter() - t0) / runs
         out["process_runs"] = runs
-        sw = exe + ["sweep", "--fleet", str(d / "fleet.csv"), "--scenarios", str(d / "scenarios.csv"), *tgt,
-                    "--param", "risk_weight", "--values", VALUES, "--out", str(d / "sw")]
+        sw = exe + [
+            "sweep",
+            "--fleet",
+            str(d / "fleet.csv"),
+            "--scenarios",
+            str(d / "scenarios.csv"),
+            *tgt,
+            "--param",
+            "risk_weight",
+            "--values",
+            VALUES,
+            "--out",
+            str(d / "sw"),
+        ]
         subprocess.run(sw, cwd=ROOT, env=env, capture_output=True, check=True)  # fills the cache
         for label, e in (("warm", env), ("cold", dict(os.environ, JAXVPP_CACHE_DIR=""))):
             t0 = time.perf_counter()
@@ -150,10 +179,12 @@ def _child(kind: str, n: int, coordinated: bool, runs: int) -> dict:
 
 
 def write_report(rows: list[dict]) -> str:
-    lines = ["| N | mode | sweep, one vmapped call (s) | loop in process (s) | loop of processes (s, est.) | "
-             "sweep process, cache warm / off (s) | throughput sweep / loop in process | sweep / loop of processes | "
-             "sweep process (warm) / loop of processes | iterations max / mean | max rel. objective gap |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| N | mode | sweep, one vmapped call (s) | loop in process (s) | loop of processes (s, est.) | "
+        "sweep process, cache warm / off (s) | throughput sweep / loop in process | sweep / loop of processes | "
+        "sweep process (warm) / loop of processes | iterations max / mean | max rel. objective gap |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         proc_total = r["process_per_run_s"] * B
         lines.append(
@@ -161,9 +192,13 @@ def write_report(rows: list[dict]) -> str:
             f"{r['loop_s']:.2f} | {proc_total:.0f} ({r['process_runs']} runs x {r['process_per_run_s']:.1f} s) | "
             f"{r['sweep_process_warm_s']:.1f} / {r['sweep_process_cold_s']:.1f} | {r['loop_s'] / r['sweep_s']:.2f}x | "
             f"{proc_total / r['sweep_s']:.0f}x | {proc_total / r['sweep_process_warm_s']:.1f}x | "
-            + (f"{r['iterations_max']} / {r['iterations_mean']:.1f}" if r["coordinated"] else
-               f"{r['iterations_max']} (lock-step)")
-            + f" | {r['max_rel_gap']:.0e} |")
+            + (
+                f"{r['iterations_max']} / {r['iterations_mean']:.1f}"
+                if r["coordinated"]
+                else f"{r['iterations_max']} (lock-step)"
+            )
+            + f" | {r['max_rel_gap']:.0e} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,7 @@ Everything is vectorised over the fleet (``jax.vmap``); only the ALADIN / ADMM o
 Python loops, so that the globalisation (the barrier schedule) can be written plainly.
 
 Units: the coupling multiplier ``lam`` is EUR per MW of ``p_t`` (``linear_price`` of
-:func:`jaxvpp.battery.build_qp`), powers are MW, the curvature ``M_i`` is MW per (EUR/MW), the barrier
+:func:`jaxvpp.battery.qp.build_qp`), powers are MW, the curvature ``M_i`` is MW per (EUR/MW), the barrier
 parameter ``tau`` is in the solver's scaled units (the complementarity ``s_j z_j`` of one row).
 """
 
@@ -18,19 +18,12 @@ import jax.numpy as jnp
 from jax import Array, lax
 
 import jaxvpp  # noqa: F401  (float64)
-from jaxvpp.battery import (
-    Primal,
-    _newton_once,
-    build_qp,
-    factor,
-    initial_point,
-    kkt_residuals,
-    max_step,
-    newton_direction,
-    schedule_metrics,
-    solve_batteries,
-)
-from jaxvpp.coordination import ADMMCarry, admm_start, admm_step, coupling_curvature, coupling_dual, coupling_map, coupling_panel
+from jaxvpp.battery.ipm import initial_point
+from jaxvpp.battery.kernel import factor, kkt_residuals, max_step, newton_direction, newton_once
+from jaxvpp.battery.qp import Primal, build_qp
+from jaxvpp.battery.solution import schedule_metrics, solve_batteries
+from jaxvpp.coordination.admm import ADMMCarry, admm_start, admm_step
+from jaxvpp.coordination.aladin import coupling_curvature, coupling_dual, coupling_map, coupling_panel
 from jaxvpp.problem import Fleet, Market, Settings
 
 
@@ -60,7 +53,9 @@ def barrier_point(qp, x, s, z, tau, max_steps: int, tol: float):
 
     def error(x, s, z):
         r_d, r_p = kkt_residuals(qp, x, s, z)
-        return jnp.maximum(jnp.maximum(_inf(r_d), jnp.max(jnp.abs(r_p))), 1e6 * tol * jnp.max(jnp.abs(s * z - tau)) / tau)
+        return jnp.maximum(
+            jnp.maximum(_inf(r_d), jnp.max(jnp.abs(r_p))), 1e6 * tol * jnp.max(jnp.abs(s * z - tau)) / tau
+        )
 
     def cond(c):
         _, _, _, k, err = c
@@ -101,8 +96,13 @@ def barrier_fleet(qp, local: Local, tau, max_steps: int, tol: float):
         x0, s0, z0 = jax.vmap(initial_point)(qp)
         xc, sc_, zc, kc, ec = v(qp, x0, s0, z0, tau, max_steps, tol)
         pick = lambda a, b: jnp.where(failed.reshape(failed.shape + (1,) * (a.ndim - 1)), a, b)
-        return (jax.tree.map(pick, xc, x), pick(sc_, s), pick(zc, z), jnp.where(failed, k + kc, k),
-                jnp.where(failed, ec, err))
+        return (
+            jax.tree.map(pick, xc, x),
+            pick(sc_, s),
+            pick(zc, z),
+            jnp.where(failed, k + kc, k),
+            jnp.where(failed, ec, err),
+        )
 
     return lax.cond(jnp.any(failed), cold, lambda _: (x, s, z, k, err), None)
 
@@ -115,7 +115,8 @@ def _fleet_qp(fleet, market, settings, lam, rho, zc):
 def fleet_objective(fleet: Fleet, market: Market, settings: Settings, x: Primal, power: Array) -> Array:
     """The fleet's exact objective (EUR, without coordination terms) of the schedules in ``x``."""
     met = jax.vmap(lambda b, c, d: schedule_metrics(b, market, settings, c, d))(
-        fleet, x.c * power[:, None], x.d * power[:, None])
+        fleet, x.c * power[:, None], x.d * power[:, None]
+    )
     return jnp.sum(met["objective_eur"])
 
 
@@ -146,8 +147,21 @@ class TBOut(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "curvature", "max_steps", "local_tol"))
-def textbook_iteration(fleet, market, settings, target, lam, zc, rho, tau, local: Local, step,
-                       curvature: str = "barrier", max_steps: int = 40, local_tol: float = 1e-10) -> TBOut:
+def textbook_iteration(
+    fleet,
+    market,
+    settings,
+    target,
+    lam,
+    zc,
+    rho,
+    tau,
+    local: Local,
+    step,
+    curvature: str = "barrier",
+    max_steps: int = 40,
+    local_tol: float = 1e-10,
+) -> TBOut:
     """One textbook ALADIN iteration (vectorised over the fleet).
 
     1. local solves ``min f_i + lam'p_i + rho/2 |p_i - zc_i|^2``: to the barrier point at ``tau``
@@ -162,9 +176,17 @@ def textbook_iteration(fleet, market, settings, target, lam, zc, rho, tau, local
     if curvature == "barrier":
         x, s, z, k, err = barrier_fleet(qp, local, tau, max_steps, local_tol)
     else:
-        sol, (x, s, z) = solve_batteries(fleet, market, settings, linear_price=jnp.broadcast_to(lam, (N, T)),
-                                         prox_weight=jnp.full((N, T), rho), prox_center=zc,
-                                         warm_start=(local.x, local.s, local.z), return_state=True, tol=1e-9)
+        sol, (x, s, z) = solve_batteries(
+            fleet,
+            market,
+            settings,
+            linear_price=jnp.broadcast_to(lam, (N, T)),
+            prox_weight=jnp.full((N, T), rho),
+            prox_center=zc,
+            warm_start=(local.x, local.s, local.z),
+            return_state=True,
+            tol=1e-9,
+        )
         k, err = sol.iterations, jnp.maximum(sol.primal_residual, sol.dual_residual)
     fac = jax.vmap(factor)(qp._replace(rho=jnp.zeros_like(qp.rho)), z / s)
     M = jax.vmap(coupling_curvature)(jax.vmap(coupling_panel)(fac), sc)
@@ -175,10 +197,16 @@ def textbook_iteration(fleet, market, settings, target, lam, zc, rho, tau, local
     dg = 1.0 / jnp.sqrt(jnp.maximum(jnp.diagonal(Msum), 1e-300))
     cond = jnp.linalg.cond(Msum * dg[:, None] * dg[None, :])
     return TBOut(
-        local=Local(x, s, z), p=p, lam=lam + step * (mu - lam), zc=p + step * dp,
+        local=Local(x, s, z),
+        p=p,
+        lam=lam + step * (mu - lam),
+        zc=p + step * dp,
         coupling_residual_mw=jnp.max(jnp.abs(jnp.sum(p, axis=0) - target)),
         objective_eur=fleet_objective(fleet, market, settings, x, fleet.power_mw),
-        newton_steps=jnp.max(k), local_error=jnp.max(err), cond_coupling=cond)
+        newton_steps=jnp.max(k),
+        local_error=jnp.max(err),
+        cond_coupling=cond,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
@@ -197,7 +225,7 @@ def barrier_tangent(fleet, market, settings, lam, zc, rho, local: Local, dtau):
     M = jax.vmap(coupling_curvature)(jax.vmap(coupling_panel)(fac), sc)
     zero_d = jax.tree.map(jnp.zeros_like, local.x)
     zero_p = jnp.zeros_like(s)
-    once = jax.vmap(_newton_once)
+    once = jax.vmap(newton_once)
     dx0, ds0, dz0 = once(qf, fac, s, z, zero_d, zero_p, jnp.full_like(s, -dtau))
     v = jax.vmap(coupling_map)(sc, dx0)
     Msum = jnp.sum(M, axis=0)
@@ -209,8 +237,11 @@ def barrier_tangent(fleet, market, settings, lam, zc, rho, local: Local, dtau):
     dp = v - jnp.einsum("nij,j->ni", M, dlam)
     # move the local warm start along the tangent too (fraction to boundary, per battery)
     a = jnp.minimum(jax.vmap(max_step)(s, ds / 0.99), jax.vmap(max_step)(z, dz / 0.99))
-    moved = Local(jax.tree.map(lambda x_, dx_: x_ + (a.reshape(a.shape + (1,) * (x_.ndim - 1))) * dx_, local.x, dx),
-                  s + a[:, None] * ds, z + a[:, None] * dz)
+    moved = Local(
+        jax.tree.map(lambda x_, dx_: x_ + (a.reshape(a.shape + (1,) * (x_.ndim - 1))) * dx_, local.x, dx),
+        s + a[:, None] * ds,
+        z + a[:, None] * dz,
+    )
     return dlam, dp, moved
 
 

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxvpp
-from jaxvpp.battery import solve_batteries
-from jaxvpp.coordination import coordinate
+from jaxvpp.battery.solution import solve_batteries
+from jaxvpp.coordination.api import coordinate
 from jaxvpp.reference import solve_fleet_reference
 
 CASES = [(5, 20), (30, 5), (100, 10), (10, 1), (60, 30), (200, 20)]  # (N, K), T = 24
@@ -26,6 +26,8 @@ if __name__ == "__main__":
         res = coordinate(fleet, market, target)
         ref = solve_fleet_reference(fleet, market, jaxvpp.Settings(), target)
         gap = abs(res.objective_eur - ref["objective_eur"]) / abs(ref["objective_eur"])
-        print(f"N={n:4d} K={k:2d}: {res.status} in {res.iterations} iterations, objective gap {gap:.1e}, "
-              f"coupling residual {res.coupling_residual_mw:.1e} MW; Clarabel {ref['iterations']} iterations",
-              flush=True)
+        print(
+            f"N={n:4d} K={k:2d}: {res.status} in {res.iterations} iterations, objective gap {gap:.1e}, "
+            f"coupling residual {res.coupling_residual_mw:.1e} MW; Clarabel {ref['iterations']} iterations",
+            flush=True,
+        )

@@ -69,8 +69,9 @@ from _variants_lib import (
 )
 
 import jaxvpp
-from jaxvpp.battery import solve_batteries
-from jaxvpp.coordination import check_target, coordinate
+from jaxvpp.battery.solution import solve_batteries
+from jaxvpp.coordination.api import coordinate
+from jaxvpp.coordination.feasibility import check_target
 from jaxvpp.reference import solve_fleet_reference
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -151,8 +152,11 @@ class Run:
 
 
 def _diverged(cres: float, lam) -> bool:
-    return (not math.isfinite(cres)) or not bool(np.all(np.isfinite(np.asarray(lam)))) or \
-        float(np.max(np.abs(np.asarray(lam)))) > LAM_DIVERGED
+    return (
+        (not math.isfinite(cres))
+        or not bool(np.all(np.isfinite(np.asarray(lam))))
+        or float(np.max(np.abs(np.asarray(lam)))) > LAM_DIVERGED
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,8 +165,20 @@ def _diverged(cres: float, lam) -> bool:
 
 
 def _tb_call(pb, key, lam, zc, tau, local, curvature):
-    return textbook_iteration(pb.fleet, pb.market, pb.settings, jnp.asarray(pb.targets[key]), lam, zc, pb.rho,
-                              tau, local, 1.0, curvature=curvature, max_steps=60)
+    return textbook_iteration(
+        pb.fleet,
+        pb.market,
+        pb.settings,
+        jnp.asarray(pb.targets[key]),
+        lam,
+        zc,
+        pb.rho,
+        tau,
+        local,
+        1.0,
+        curvature=curvature,
+        max_steps=60,
+    )
 
 
 def _tb_warmup(pb, curvature):
@@ -170,8 +186,11 @@ def _tb_warmup(pb, curvature):
     local = cold_local(pb.fleet, pb.market, pb.settings)
     jax.block_until_ready(_tb_call(pb, "cold", jnp.zeros(pb.T), jnp.zeros((pb.N, pb.T)), 1e-2, local, curvature))
     if curvature == "barrier":
-        jax.block_until_ready(barrier_tangent(pb.fleet, pb.market, pb.settings, jnp.zeros(pb.T), jnp.zeros((pb.N, pb.T)),
-                                              pb.rho, local, -1e-3))
+        jax.block_until_ready(
+            barrier_tangent(
+                pb.fleet, pb.market, pb.settings, jnp.zeros(pb.T), jnp.zeros((pb.N, pb.T)), pb.rho, local, -1e-3
+            )
+        )
 
 
 def textbook_notes(pb: Problem, key: str, start: dict, shrink: float, name: str) -> tuple[Run, dict]:
@@ -196,8 +215,17 @@ def textbook_notes(pb: Problem, key: str, start: dict, shrink: float, name: str)
     return run, {"lam": o.lam, "zc": o.zc, "local": o.local, "tau": tau}
 
 
-def textbook_safeguarded(pb: Problem, key: str, start: dict, name: str, inner: float = 1e-2, sigma0: float = 0.5,
-                         sigma_min: float = 0.01, fast: int = 2, predictor: str = "secant") -> tuple[Run, dict]:
+def textbook_safeguarded(
+    pb: Problem,
+    key: str,
+    start: dict,
+    name: str,
+    inner: float = 1e-2,
+    sigma0: float = 0.5,
+    sigma_min: float = 0.01,
+    fast: int = 2,
+    predictor: str = "secant",
+) -> tuple[Run, dict]:
     """Barrier curvature; path following in tau with a secant predictor and rejected shrinks."""
     run = Run(name, "cold" if key == "cold" else "warm", CAP)
     lam, zc, local, tau = start["lam"], start["zc"], start["local"], start["tau"]
@@ -209,8 +237,9 @@ def textbook_safeguarded(pb: Problem, key: str, start: dict, name: str, inner: f
         tau_c, lam_c, zc_c, local_c = snap_
         tau_n = max(tau_c * sigma_, 1e-14)
         if predictor == "tangent":
-            dlam, dp, moved = barrier_tangent(pb.fleet, pb.market, pb.settings, lam_c, zc_c, pb.rho, local_c,
-                                              tau_n - tau_c)
+            dlam, dp, moved = barrier_tangent(
+                pb.fleet, pb.market, pb.settings, lam_c, zc_c, pb.rho, local_c, tau_n - tau_c
+            )
             return tau_n, lam_c + dlam, zc_c + dp, moved
         if sec_ is None:
             return tau_n, lam_c, zc_c, local_c
@@ -225,8 +254,10 @@ def textbook_safeguarded(pb: Problem, key: str, start: dict, name: str, inner: f
             break
         thresh = max(inner * tau, 1e-10) * pb.N
         if DEBUG:
-            print(f"    it {len(run.cres):3d} tau {tau:.2e} sigma {sigma:.3f} residual {cres:.2e} gap {run.gaps[-1]:+.2e} "
-                  f"newton {int(o.newton_steps)} local err {float(o.local_error):.1e} |lam| {float(jnp.max(jnp.abs(o.lam))):.1e}")
+            print(
+                f"    it {len(run.cres):3d} tau {tau:.2e} sigma {sigma:.3f} residual {cres:.2e} gap {run.gaps[-1]:+.2e} "
+                f"newton {int(o.newton_steps)} local err {float(o.local_error):.1e} |lam| {float(jnp.max(jnp.abs(o.lam))):.1e}"
+            )
         bad = _diverged(cres, o.lam) or float(o.local_error) > 1e-8
         if snap is not None:
             bad = bad or (len(phase) >= 1 and cres > max(phase[-1], thresh)) or len(phase) >= 8
@@ -323,12 +354,15 @@ def admm_stepped(pb: Problem, key: str, carry, check_library: bool = False) -> t
     if own_stop is not None:
         run.note = f"library's own test met at {own_stop}"
     if check_library:
-        lib = coordinate(pb.fleet, pb.market, pb.targets[key], pb.settings, method="admm", max_iter=len(run.cres),
-                         tol=RES_TOL)
+        lib = coordinate(
+            pb.fleet, pb.market, pb.targets[key], pb.settings, method="admm", max_iter=len(run.cres), tol=RES_TOL
+        )
         n = min(len(run.cres), lib.iterations)
         diff = np.abs(np.asarray(run.cres[:n]) - lib.history["coupling_residual_mw"][:n])
-        run.library_check = (f"the stepped ADMM's coupling residuals match coordinate(method='admm') to "
-                             f"{np.max(diff[:10]):.1e} MW over the first 10 iterations and {np.max(diff):.1e} MW over {n}")
+        run.library_check = (
+            f"the stepped ADMM's coupling residuals match coordinate(method='admm') to "
+            f"{np.max(diff[:10]):.1e} MW over the first 10 iterations and {np.max(diff):.1e} MW over {n}"
+        )
     return run, carry
 
 
@@ -343,14 +377,18 @@ SAFEGUARDED = {"inner": 1.0, "sigma0": 0.5, "sigma_min": 0.1, "fast": 3, "predic
 
 def run_fleet(f: dict, idx: int, log) -> tuple[Problem, list[Run]]:
     pb = Problem(f)
-    log(f"\n== {fleet_label(f)}: theta {f['theta']}, re-dispatch x{pb.warm_factor}, Clarabel "
-        f"{pb.ref_time['cold']:.1f} s / {pb.ref_time['warm']:.1f} s, rho {pb.rho:.2f} EUR/MW^2")
+    log(
+        f"\n== {fleet_label(f)}: theta {f['theta']}, re-dispatch x{pb.warm_factor}, Clarabel "
+        f"{pb.ref_time['cold']:.1f} s / {pb.ref_time['warm']:.1f} s, rho {pb.rho:.2f} EUR/MW^2"
+    )
     runs: list[Run] = []
 
     def done(r: Run):
         runs.append(r)
-        log(f"  {r.method:22s} {r.start:15s}: {r.outcome():40s} residual {r.cres[-1]:.1e} MW, gap {r.gaps[-1]:+.1e}, "
-            f"{r.wall:.1f} s")
+        log(
+            f"  {r.method:22s} {r.start:15s}: {r.outcome():40s} residual {r.cres[-1]:.1e} MW, gap {r.gaps[-1]:+.1e}, "
+            f"{r.wall:.1f} s"
+        )
 
     # interior-point ALADIN
     r, res = ip_aladin(pb, "cold")
@@ -367,8 +405,12 @@ def run_fleet(f: dict, idx: int, log) -> tuple[Problem, list[Run]]:
     done(r)
     # textbook ALADIN, barrier curvature
     _tb_warmup(pb, "barrier")
-    cold = {"lam": jnp.zeros(pb.T), "zc": jnp.zeros((pb.N, pb.T)), "local": cold_local(pb.fleet, pb.market, pb.settings),
-                "tau": 1e-2}
+    cold = {
+        "lam": jnp.zeros(pb.T),
+        "zc": jnp.zeros((pb.N, pb.T)),
+        "local": cold_local(pb.fleet, pb.market, pb.settings),
+        "tau": 1e-2,
+    }
     r, _ = textbook_notes(pb, "cold", cold, 0.5, "TB-barrier notes x0.5")
     done(r)
     r, _ = textbook_notes(pb, "cold", cold, 0.1, "TB-barrier notes x0.1")
@@ -400,10 +442,12 @@ def _library_version() -> str:
 
     root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "jaxvpp"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "jaxvpp"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (no git)"
     return f"jaxvpp at {head}" + (" with uncommitted changes under jaxvpp/" if dirty else "")
@@ -413,26 +457,38 @@ def write_table(results, path: Path, elapsed: float) -> None:
     lines = [
         "# Textbook ALADIN vs interior-point ALADIN vs ADMM",
         "",
-        ("Written by `.venv/bin/python experiments/aladin_variants.py`. Stop rule: coupling residual "
-        f"<= {RES_TOL:g} MW per battery and |objective - Clarabel| / |Clarabel| <= {GAP_TOL:g}; cap {CAP} iterations "
-        f"(ADMM {ADMM_CAP}). Warm = re-coordination on target x 1.03 (or x 0.97) from the previous solution. "
-        "Residual and gap are those of the last iteration run. Wall time excludes compilation."),
+        (
+            "Written by `.venv/bin/python experiments/aladin_variants.py`. Stop rule: coupling residual "
+            f"<= {RES_TOL:g} MW per battery and |objective - Clarabel| / |Clarabel| <= {GAP_TOL:g}; cap {CAP} iterations "
+            f"(ADMM {ADMM_CAP}). Warm = re-coordination on target x 1.03 (or x 0.97) from the previous solution. "
+            "Residual and gap are those of the last iteration run. Wall time excludes compilation."
+        ),
         "",
-        ("| fleet | method | start | iterations to tolerance | final coupling residual (MW) | final objective gap | "
-        "wall time (s) |"),
+        (
+            "| fleet | method | start | iterations to tolerance | final coupling residual (MW) | final objective gap | "
+            "wall time (s) |"
+        ),
         "|---|---|---|---|---:|---:|---:|",
     ]
     for pb, runs in results:
         for r in runs:
-            lines.append(f"| {fleet_label(pb.f)} | {r.method} | {r.start} | {r.outcome().replace('|', '/')} | {r.cres[-1]:.1e} | "
-                         f"{r.gaps[-1]:+.1e} | {r.wall:.2f} |")
+            lines.append(
+                f"| {fleet_label(pb.f)} | {r.method} | {r.start} | {r.outcome().replace('|', '/')} | {r.cres[-1]:.1e} | "
+                f"{r.gaps[-1]:+.1e} | {r.wall:.2f} |"
+            )
     lines += ["", "Targets: theta x the uncoordinated fleet profile; re-dispatch factor and Clarabel times:", ""]
     for pb, _ in results:
-        lines.append(f"* {fleet_label(pb.f)}: seed {pb.f['seed']}, theta {pb.f['theta']}, re-dispatch x{pb.warm_factor}, "
-                     f"Clarabel objective {pb.ref['cold']:.6g} / {pb.ref['warm']:.6g} EUR "
-                     f"({pb.ref_time['cold']:.1f} s / {pb.ref_time['warm']:.1f} s)"
-                     + (f"; {pb.library_check}" if hasattr(pb, "library_check") else ""))
-    lines += ["", f"Total run time {elapsed:.0f} s ({os.cpu_count()} CPU cores). Library version: {_library_version()}.", ""]
+        lines.append(
+            f"* {fleet_label(pb.f)}: seed {pb.f['seed']}, theta {pb.f['theta']}, re-dispatch x{pb.warm_factor}, "
+            f"Clarabel objective {pb.ref['cold']:.6g} / {pb.ref['warm']:.6g} EUR "
+            f"({pb.ref_time['cold']:.1f} s / {pb.ref_time['warm']:.1f} s)"
+            + (f"; {pb.library_check}" if hasattr(pb, "library_check") else "")
+        )
+    lines += [
+        "",
+        f"Total run time {elapsed:.0f} s ({os.cpu_count()} CPU cores). Library version: {_library_version()}.",
+        "",
+    ]
     path.write_text("\n".join(lines))
 
 
@@ -463,8 +519,9 @@ def plot(results, path: Path) -> None:
                 y = np.asarray(r.cres) / pb.N
                 y = np.where(np.isfinite(y), np.maximum(y, 1e-16), np.nan)
                 x = np.arange(1, len(y) + 1)
-                label = (f"{r.method}{r.start[4:]} "
-                         f"({r.hit if r.hit is not None else 'not conv., ' + str(len(y)) + ' it.'})")
+                label = (
+                    f"{r.method}{r.start[4:]} ({r.hit if r.hit is not None else 'not conv., ' + str(len(y)) + ' it.'})"
+                )
                 style = dict(STYLE.get(r.method, {}))
                 if r.start.startswith("warm,") and "1e-06" in r.start:
                     style["ls"] = "-."
@@ -473,10 +530,14 @@ def plot(results, path: Path) -> None:
                     style["ms"] = 3
                 ax.semilogy(x, y, label=label, **style)
                 if r.hit is None and len(y) < r.cap:  # stopped early: diverged or stalled
-                    ax.plot(x[-1], np.nanmax(y[-1:]) if np.isfinite(y[-1]) else 1e3, "x", color=STYLE[r.method]["color"])
+                    ax.plot(
+                        x[-1], np.nanmax(y[-1:]) if np.isfinite(y[-1]) else 1e3, "x", color=STYLE[r.method]["color"]
+                    )
             ax.axhline(RES_TOL, color="k", lw=0.6, ls=":")
-            ax.set_title(f"{fleet_label(pb.f)}, {start}" + (f" (target x{pb.warm_factor})" if start == "warm" else ""),
-                         fontsize=9)
+            ax.set_title(
+                f"{fleet_label(pb.f)}, {start}" + (f" (target x{pb.warm_factor})" if start == "warm" else ""),
+                fontsize=9,
+            )
             ax.set_xscale("symlog", linthresh=10)
             ax.set_xlim(0.8, ADMM_CAP)
             ax.set_ylim(1e-15, 1e4)
@@ -486,8 +547,10 @@ def plot(results, path: Path) -> None:
                 ax.set_ylabel("max_t |sum p - target| / N (MW)")
             if i == nrow - 1:
                 ax.set_xlabel("iteration (log scale above 10)")
-    fig.suptitle("Coupling residual per battery vs iteration (dotted: tolerance 1e-6 MW; x: stopped early, "
-                 "diverged or stalled)", fontsize=10)
+    fig.suptitle(
+        "Coupling residual per battery vs iteration (dotted: tolerance 1e-6 MW; x: stopped early, diverged or stalled)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -495,8 +558,9 @@ def plot(results, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fleets", type=int, nargs="*", default=list(range(len(FLEETS))),
-                    help="indices into FLEETS (default: all)")
+    ap.add_argument(
+        "--fleets", type=int, nargs="*", default=list(range(len(FLEETS))), help="indices into FLEETS (default: all)"
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

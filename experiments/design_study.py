@@ -10,7 +10,7 @@ coordinated optimum's total objective (expected cost plus the CVaR penalties)
     min_theta  F(theta) = sum_i f_i(x_i*(theta))     with x*(theta) the coordinated optimum,
 
 by Adam (optax, cosine-decayed learning rate) on ``theta``. Every step solves the coordinated problem (ALADIN, warm-started from the last
-design) and takes ``dF/dtheta`` by implicit differentiation (:mod:`jaxvpp.sensitivity`): no unrolled
+design) and takes ``dF/dtheta`` by implicit differentiation (:mod:`jaxvpp.studies.sensitivity`): no unrolled
 iterations. At the end the equal split and the result are re-solved by centralized Clarabel as a check.
 
     python experiments/design_study.py              # about two minutes on 2 CPU cores
@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import jaxvpp  # noqa: E402,F401  (float64)
-from jaxvpp.battery import solve_batteries  # noqa: E402
-from jaxvpp.coordination import STATUSES, aladin_ipm  # noqa: E402
+from jaxvpp.battery.solution import solve_batteries  # noqa: E402
+from jaxvpp.coordination.aladin import STATUSES, aladin_ipm  # noqa: E402
 from jaxvpp.problem import Fleet, Settings, random_fleet, synthetic_market  # noqa: E402
 from jaxvpp.reference import solve_fleet_reference  # noqa: E402
-from jaxvpp.sensitivity import Optimum, coupling_jacobian, _pinv_sym, outputs  # noqa: E402
+from jaxvpp.studies.sensitivity import Optimum, _pinv_sym, coupling_jacobian, outputs  # noqa: E402
 
 N, K, T = 8, 10, 24
 E_TOTAL, P_TOTAL = 4.0, 3.6  #: MWh and MW: two seed batteries' worth, spread over eight sites (energy binds)
@@ -97,12 +97,24 @@ def main() -> None:
         if k == 0:
             g0_first = g
         share = np.asarray(jax.nn.softmax(theta))
-        hist.append(dict(step=k, objective_eur=float(val), grad_norm=float(jnp.linalg.norm(g)), status=status,
-                         iterations=int(st.iteration), condition=float(cond), share=share,
-                         seconds=time.perf_counter() - t0))
-        print(f"step {k:3d}  objective {float(val):10.3f} EUR  |grad| {float(jnp.linalg.norm(g)):.3e}  "
-              f"ALADIN {status} in {int(st.iteration):3d} it  cond(J) {float(cond):.1e}  "
-              f"shares {np.array2string(share, precision=3)}  {time.perf_counter() - t0:.2f} s", flush=True)
+        hist.append(
+            dict(
+                step=k,
+                objective_eur=float(val),
+                grad_norm=float(jnp.linalg.norm(g)),
+                status=status,
+                iterations=int(st.iteration),
+                condition=float(cond),
+                share=share,
+                seconds=time.perf_counter() - t0,
+            )
+        )
+        print(
+            f"step {k:3d}  objective {float(val):10.3f} EUR  |grad| {float(jnp.linalg.norm(g)):.3e}  "
+            f"ALADIN {status} in {int(st.iteration):3d} it  cond(J) {float(cond):.1e}  "
+            f"shares {np.array2string(share, precision=3)}  {time.perf_counter() - t0:.2f} s",
+            flush=True,
+        )
         if k == STEPS:
             break
         updates, state = optimiser.update(g, state, theta)
@@ -120,16 +132,18 @@ def main() -> None:
     g0 = np.asarray(g0_first)
     d = g0 / np.linalg.norm(g0)
     eps = 1e-4
-    fd = (solve_fleet_reference(design(base, jnp.asarray(eps * d)), market, settings, target)["objective_eur"]
-          - solve_fleet_reference(design(base, jnp.asarray(-eps * d)), market, settings, target)["objective_eur"]
-          ) / (2 * eps)
+    fd = (
+        solve_fleet_reference(design(base, jnp.asarray(eps * d)), market, settings, target)["objective_eur"]
+        - solve_fleet_reference(design(base, jnp.asarray(-eps * d)), market, settings, target)["objective_eur"]
+    ) / (2 * eps)
     ad = float(g0 @ d)
     # ... and the last one (near the optimum the objective may sit on a kink; this shows whether it does)
     g1 = np.asarray(g)
     d1 = g1 / max(np.linalg.norm(g1), 1e-300)
-    fd1 = (solve_fleet_reference(design(base, theta + eps * d1), market, settings, target)["objective_eur"]
-           - solve_fleet_reference(design(base, theta - eps * d1), market, settings, target)["objective_eur"]
-           ) / (2 * eps)
+    fd1 = (
+        solve_fleet_reference(design(base, theta + eps * d1), market, settings, target)["objective_eur"]
+        - solve_fleet_reference(design(base, theta - eps * d1), market, settings, target)["objective_eur"]
+    ) / (2 * eps)
     ad1 = float(g1 @ d1)
 
     lines = [
@@ -161,8 +175,10 @@ def main() -> None:
     ]
     b = jax.tree.map(np.asarray, base)
     for i in range(N):
-        lines.append(f"| {i} | {b.eta_charge[i]:.3f} | {b.eta_discharge[i]:.3f} | {b.degradation_eur_per_mwh[i]:.2f} | "
-                     f"{b.soc_min[i]:.2f}-{b.soc_max[i]:.2f} | {1 / N:.3f} | {s1[i]:.3f} |")
+        lines.append(
+            f"| {i} | {b.eta_charge[i]:.3f} | {b.eta_discharge[i]:.3f} | {b.degradation_eur_per_mwh[i]:.2f} | "
+            f"{b.soc_min[i]:.2f}-{b.soc_max[i]:.2f} | {1 / N:.3f} | {s1[i]:.3f} |"
+        )
     text = "\n".join(lines) + "\n"
     (out_dir / "design_study.md").write_text(text)
     print(text)
@@ -185,7 +201,9 @@ def main() -> None:
     ax[1].legend(fontsize=7, ncol=2)
     for a in ax:
         a.grid(alpha=0.3)
-    fig.suptitle(f"Splitting {E_TOTAL:g} MWh / {P_TOTAL:g} MW over {N} coordinated sites by gradient steps", fontsize=10)
+    fig.suptitle(
+        f"Splitting {E_TOTAL:g} MWh / {P_TOTAL:g} MW over {N} coordinated sites by gradient steps", fontsize=10
+    )
     (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
     fig.savefig(ROOT / "docs" / "img" / "design_study.png", dpi=80)
 

@@ -23,9 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jaxvpp.forecasting import ForecastConfig, run_forecast  # noqa: E402
-from jaxvpp.ingress import synthetic_prices  # noqa: E402
-from jaxvpp.scenarios import build_scenarios  # noqa: E402
+from jaxvpp.market.forecasting import ForecastConfig, run_forecast  # noqa: E402
+from jaxvpp.market.ingress import synthetic_prices  # noqa: E402
+from jaxvpp.market.scenarios import build_scenarios  # noqa: E402
 
 CASES = [
     # (name, seed, days, resolution, start, model, keep exogenous column)
@@ -51,9 +51,12 @@ def main() -> int:
         r = run_forecast(df, ForecastConfig(model=model))
         m = r.metrics
         fc_rows.append((name, m, time.perf_counter() - t0))
-        print(f"{name}: pinball {m['pinball_loss']:.2f} vs {m['baseline_pinball_loss']:.2f} "
-              f"({100 * m['pinball_improvement']:.1f} % lower), coverage {m['coverage_90']:.3f} "
-              f"(uncalibrated {m['uncalibrated_coverage_90']:.3f}), {time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"{name}: pinball {m['pinball_loss']:.2f} vs {m['baseline_pinball_loss']:.2f} "
+            f"({100 * m['pinball_improvement']:.1f} % lower), coverage {m['coverage_90']:.3f} "
+            f"(uncalibrated {m['uncalibrated_coverage_90']:.3f}), {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         if model != "gbm" or not exog:
             continue
         errs: dict[str, list] = {k: [] for k in ("kmeans", "medoids", "tail")}
@@ -65,7 +68,9 @@ def main() -> int:
                 errs[k].append(e["relative_error"])
                 held[k].append(e["heldout_mean_abs_relative_error"])
         sc_rows.append((name, errs, held, sc.metrics["mean_adjacent_correlation"]))
-        print("   CVaR errors: " + ", ".join(f"{k} {100 * np.mean(np.abs(v)):.1f} %" for k, v in errs.items()), flush=True)
+        print(
+            "   CVaR errors: " + ", ".join(f"{k} {100 * np.mean(np.abs(v)):.1f} %" for k, v in errs.items()), flush=True
+        )
 
     lines = [
         "# Forecast and scenario evaluation (synthetic series the forecaster was not tuned on)",
@@ -84,7 +89,8 @@ def main() -> int:
             f"| {name} | {m['pinball_loss']:.2f} | {m['baseline_pinball_loss']:.2f} | "
             f"{100 * m['pinball_improvement']:.1f} % | {m['coverage_90']:.3f} | {m['uncalibrated_coverage_90']:.3f} | "
             f"{m['width_90']:.1f} | {m['crps']:.2f} | {m['baseline_crps']:.2f} | {m['baseline_coverage_90']:.3f} | "
-            f"{m['baseline_lag_days']} d | {t:.0f} |")
+            f"{m['baseline_lag_days']} d | {t:.0f} |"
+        )
     lines += [
         "",
         "## Scenario reduction: CVaR error (alpha = 0.05) of 1000 copula paths reduced to K = 20",
@@ -98,8 +104,10 @@ def main() -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, errs, held, rho in sc_rows:
-        cells = [f"{100 * np.mean(np.abs(errs[k])):.1f} % ({100 * np.mean(errs[k]):+.1f} %)" for k in
-                 ("kmeans", "medoids", "tail")]
+        cells = [
+            f"{100 * np.mean(np.abs(errs[k])):.1f} % ({100 * np.mean(errs[k]):+.1f} %)"
+            for k in ("kmeans", "medoids", "tail")
+        ]
         hcells = [f"{100 * np.mean(held[k]):.1f} %" for k in ("kmeans", "medoids", "tail")]
         lines.append(f"| {name} | {rho:.2f} | " + " | ".join(cells + hcells) + " |")
     text = "\n".join(lines) + "\n"

@@ -41,12 +41,17 @@ def table(summary: dict) -> str:
         f"{s['coupling_residual_mw']:.1e} MW max | {s['iterations']} ({s['status']}) |",
     ]
     if a:
-        rows.append(f"| coordinated, ADMM | {a['objective_eur']:.1f} | | | {a['coupling_residual_mw']:.2f} MW max | "
-                    f"{a['iterations']} ({a['status']}) |")
+        rows.append(
+            f"| coordinated, ADMM | {a['objective_eur']:.1f} | | | {a['coupling_residual_mw']:.2f} MW max | "
+            f"{a['iterations']} ({a['status']}) |"
+        )
     phases = " | ".join(f"{k} {v:.1f} s" for k, v in s["phase_wall_time_s"].items())
-    return (f"Default `jaxvpp run` ({s['num_batteries']} batteries, {s['num_steps']} steps, {s['num_scenarios']} "
-            f"scenarios, delivery day {s['delivery_day']}):\n\n" + "\n".join(rows)
-            + f"\n\nPhases: {phases}; total {s['wall_time_s']:.1f} s (in this process, compilation included).\n")
+    return (
+        f"Default `jaxvpp run` ({s['num_batteries']} batteries, {s['num_steps']} steps, {s['num_scenarios']} "
+        f"scenarios, delivery day {s['delivery_day']}):\n\n"
+        + "\n".join(rows)
+        + f"\n\nPhases: {phases}; total {s['wall_time_s']:.1f} s (in this process, compilation included).\n"
+    )
 
 
 if __name__ == "__main__":

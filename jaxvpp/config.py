@@ -75,12 +75,18 @@ def _key(default: Any, help: str, check: Callable[[Any], str | None] | None = No
 class MarketConfig:
     """Phase I: the day-ahead price history the forecast learns from."""
 
-    prices_file: str = _key("", "price file (timestamp, price_eur_per_mwh, optional exogenous columns such as "
-                                "renewable_share), e.g. from `jaxvpp fetch`; empty = a synthetic history. Relative file paths in this "
-                                "config are relative to the working directory")
-    history_days: int = _key(365, "days of synthetic history before the delivery day (days; at least 16)",
-                             _at_least(16))
-    resolution_minutes: int = _key(60, "step length of the synthetic market (minutes: 60, 30 or 15)", _one_of(60, 30, 15))
+    prices_file: str = _key(
+        "",
+        "price file (timestamp, price_eur_per_mwh, optional exogenous columns such as "
+        "renewable_share), e.g. from `jaxvpp fetch`; empty = a synthetic history. Relative file paths in this "
+        "config are relative to the working directory",
+    )
+    history_days: int = _key(
+        365, "days of synthetic history before the delivery day (days; at least 16)", _at_least(16)
+    )
+    resolution_minutes: int = _key(
+        60, "step length of the synthetic market (minutes: 60, 30 or 15)", _one_of(60, 30, 15)
+    )
     start: str = _key("2024-01-01", "first delivery day of the synthetic history (local date, CET/CEST)", _date)
     seed: int = _key(0, "random seed of the synthetic prices", _at_least(0))
 
@@ -89,8 +95,11 @@ class MarketConfig:
 class ForecastConfig:
     """Phase II: probabilistic (quantile) forecast of the delivery day."""
 
-    model: str = _key("gbm", "quantile model: \"gbm\" (gradient-boosted trees) or \"qra\" (linear quantile "
-                             "regression)", _one_of("gbm", "qra"))
+    model: str = _key(
+        "gbm",
+        'quantile model: "gbm" (gradient-boosted trees) or "qra" (linear quantile regression)',
+        _one_of("gbm", "qra"),
+    )
     backtest_days: int = _key(28, "days of the rolling-origin backtest that scores the forecast (days)", _at_least(1))
     calibration_days: int = _key(28, "out-of-sample days behind the conformal calibration (days)", _at_least(1))
     refit_every_days: int = _key(7, "days between model refits in the backtest (days)", _at_least(1))
@@ -105,8 +114,11 @@ class ScenariosConfig:
 
     samples: int = _key(1000, "price paths sampled from the forecast (Gaussian copula across steps)", _at_least(2))
     count: int = _key(20, "weighted scenarios K after the reduction (the solver's scenarios)", _at_least(1))
-    reduction: str = _key("tail", "reduction: \"tail\" (tail-preserving: keeps the CVaR of a reference schedule), "
-                                  "\"kmeans\" or \"medoids\"", _one_of("tail", "kmeans", "medoids"))
+    reduction: str = _key(
+        "tail",
+        'reduction: "tail" (tail-preserving: keeps the CVaR of a reference schedule), "kmeans" or "medoids"',
+        _one_of("tail", "kmeans", "medoids"),
+    )
     seed: int = _key(0, "random seed of the sampling and clustering", _at_least(0))
 
 
@@ -115,21 +127,29 @@ class RiskConfig:
     """How price risk enters every battery's objective: expected profit minus risk_weight x CVaR."""
 
     alpha: float = _key(0.05, "CVaR tail probability (0.05 = the mean loss of the worst 5 % of scenarios)", _open_unit)
-    baseline: str = _key("zero", "loss the CVaR measures: \"zero\" (loss = -revenue) or \"expected\" "
-                                 "(loss = expected revenue - revenue)", _one_of("zero", "expected"))
+    baseline: str = _key(
+        "zero",
+        'loss the CVaR measures: "zero" (loss = -revenue) or "expected" (loss = expected revenue - revenue)',
+        _one_of("zero", "expected"),
+    )
 
 
 @dataclass(frozen=True)
 class FleetConfig:
     """Phase IV: the prosumers' batteries."""
 
-    file: str = _key("", "fleet.csv (battery_id and parameter columns, see the README); empty = a random "
-                         "heterogeneous fleet")
+    file: str = _key(
+        "", "fleet.csv (battery_id and parameter columns, see the README); empty = a random heterogeneous fleet"
+    )
     batteries: int = _key(100, "number of batteries in the random fleet", _at_least(1))
     seed: int = _key(0, "random seed of the fleet's parameters", _at_least(0))
-    spread: float = _key(1.0, "heterogeneity around the seed battery (2 MWh, 1.8 MW, eta 0.85/0.90, risk weight "
-                              "0.5): 0 = identical batteries, 1 = a realistic spread (log-normal; one standard "
-                              "deviation is a factor 1.6 in capacity and 2.2 in risk weight)", _nonnegative)
+    spread: float = _key(
+        1.0,
+        "heterogeneity around the seed battery (2 MWh, 1.8 MW, eta 0.85/0.90, risk weight "
+        "0.5): 0 = identical batteries, 1 = a realistic spread (log-normal; one standard "
+        "deviation is a factor 1.6 in capacity and 2.2 in risk weight)",
+        _nonnegative,
+    )
 
 
 @dataclass(frozen=True)
@@ -143,13 +163,19 @@ class TargetConfig:
     least cost to the fleet; the coupling price is the internal price signal that achieves it.
     """
 
-    file: str = _key("", "target.csv (step, target_mw: the fleet's required net injection per step, MW); empty = "
-                         "the committed schedule below")
-    theta: float = _key(0.6, "committed share of the fleet's point-forecast schedule (dimensionless; in [0, 1] the "
-                             "target is feasible, since every battery's schedule scaled towards zero is; near 1 it "
-                             "leaves batteries at their limits no slack and ALADIN may stop at max_iter, as seen at "
-                             "theta = 1 with 50 batteries; above 1 it may be infeasible: exit code 3)",
-                        _nonnegative)
+    file: str = _key(
+        "",
+        "target.csv (step, target_mw: the fleet's required net injection per step, MW); empty = "
+        "the committed schedule below",
+    )
+    theta: float = _key(
+        0.6,
+        "committed share of the fleet's point-forecast schedule (dimensionless; in [0, 1] the "
+        "target is feasible, since every battery's schedule scaled towards zero is; near 1 it "
+        "leaves batteries at their limits no slack and ALADIN may stop at max_iter, as seen at "
+        "theta = 1 with 50 batteries; above 1 it may be infeasible: exit code 3)",
+        _nonnegative,
+    )
 
 
 @dataclass(frozen=True)
@@ -159,28 +185,38 @@ class CoordinationConfig:
     tol: float = _key(1e-8, "ALADIN's relative tolerance on primal, dual and coupling residuals", _positive)
     max_iter: int = _key(100, "ALADIN's iteration limit (about 30 iterations on the default example)", _at_least(1))
     admm: bool = _key(True, "also run ADMM for the convergence comparison (true/false)")
-    admm_max_iter: int = _key(150, "ADMM's iteration limit (it converges slowly: about 1e-2 MW per battery after 150)",
-                              _at_least(1))
+    admm_max_iter: int = _key(
+        150, "ADMM's iteration limit (it converges slowly: about 1e-2 MW per battery after 150)", _at_least(1)
+    )
     admm_tol_mw: float = _key(1e-6, "ADMM's tolerance on the coupling residual per battery (MW)", _positive)
-    devices: int = _key(1, "devices ALADIN splits the fleet over (the same answer; on a CPU, `jaxvpp run` makes JAX "
-                           "show this many host devices; the other phases run on one)", _at_least(1))
+    devices: int = _key(
+        1,
+        "devices ALADIN splits the fleet over (the same answer; on a CPU, `jaxvpp run` makes JAX "
+        "show this many host devices; the other phases run on one)",
+        _at_least(1),
+    )
 
 
 @dataclass(frozen=True)
 class FrontierConfig:
     """The efficient frontier: the fleet re-solved with one common risk weight per point (one batched solve)."""
 
-    risk_weights: tuple[float, ...] = _key((0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
-                                           "risk weights lambda of the frontier's points (dimensionless, >= 0); "
-                                           "[] skips the frontier", _risk_weights)
+    risk_weights: tuple[float, ...] = _key(
+        (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
+        "risk weights lambda of the frontier's points (dimensionless, >= 0); [] skips the frontier",
+        _risk_weights,
+    )
 
 
 @dataclass(frozen=True)
 class OutputConfig:
     """Where the run writes."""
 
-    results_dir: str = _key("results", "results folder: schedules, summary, convergence, forecast, scenarios and "
-                                       "plots (relative paths are relative to the working directory)")
+    results_dir: str = _key(
+        "results",
+        "results folder: schedules, summary, convergence, forecast, scenarios and "
+        "plots (relative paths are relative to the working directory)",
+    )
     data_dir: str = _key("data", "data folder: raw/ (price history) and processed/ (forecast and scenario files)")
     plots: bool = _key(True, "draw the PNG figures (true/false)")
     dpi: int = _key(110, "resolution of the PNG figures (dots per inch)", _at_least(30))
@@ -202,8 +238,13 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The configuration as nested plain values (for summary.json)."""
-        return {s.name: {f.name: _plain(getattr(getattr(self, s.name), f.name)) for f in dataclasses.fields(
-            getattr(self, s.name))} for s in dataclasses.fields(self)}
+        return {
+            s.name: {
+                f.name: _plain(getattr(getattr(self, s.name), f.name))
+                for f in dataclasses.fields(getattr(self, s.name))
+            }
+            for s in dataclasses.fields(self)
+        }
 
     def override(self, values: dict[str, Any], *, source: Callable[[str], str] | None = None) -> RunConfig:
         """A copy with ``{"section.key": value}`` replaced, checked like the file's values.
@@ -223,14 +264,22 @@ class RunConfig:
                     raise InputError(f"{exc}, got {value!r}", column=where) from None
                 raise InputError(f"key {where}: {exc}, got {value!r}") from None
             cfg = dataclasses.replace(cfg, **{sec_name: dataclasses.replace(sec, **{key: v})})
-        _check_together(cfg, lambda k: (source(k) if source else k))
+        _check_together(cfg, lambda k: source(k) if source else k)
         return cfg
 
 
 #: The sections of the file, in order, and their classes.
-SECTIONS: dict[str, type] = {"market": MarketConfig, "forecast": ForecastConfig, "scenarios": ScenariosConfig, "risk": RiskConfig,
-            "fleet": FleetConfig, "target": TargetConfig, "coordination": CoordinationConfig,
-            "frontier": FrontierConfig, "output": OutputConfig}
+SECTIONS: dict[str, type] = {
+    "market": MarketConfig,
+    "forecast": ForecastConfig,
+    "scenarios": ScenariosConfig,
+    "risk": RiskConfig,
+    "fleet": FleetConfig,
+    "target": TargetConfig,
+    "coordination": CoordinationConfig,
+    "frontier": FrontierConfig,
+    "output": OutputConfig,
+}
 
 DEFAULT = RunConfig()
 
@@ -249,8 +298,9 @@ class _Bad(ValueError):
 
 
 def _kind(f: dataclasses.Field) -> str:
-    return {"int": "int", "float": "float", "str": "str", "bool": "bool",
-            "tuple[float, ...]": "floats"}[f.type if isinstance(f.type, str) else f.type.__name__]
+    return {"int": "int", "float": "float", "str": "str", "bool": "bool", "tuple[float, ...]": "floats"}[
+        f.type if isinstance(f.type, str) else f.type.__name__
+    ]
 
 
 def _convert(f: dataclasses.Field, value: Any) -> Any:
@@ -273,8 +323,9 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
             raise _Bad("must be a string (in double quotes)")
         v = value
     else:
-        if not isinstance(value, (list, tuple)) or any(isinstance(x, bool) or not isinstance(x, (int, float))
-                                                       for x in value):
+        if not isinstance(value, (list, tuple)) or any(
+            isinstance(x, bool) or not isinstance(x, (int, float)) for x in value
+        ):
             raise _Bad("must be a list of numbers, e.g. [0.0, 0.5, 1.0]")
         v = tuple(float(x) for x in value)
     check = f.metadata.get("check")
@@ -343,8 +394,10 @@ def load_config(path: str | Path) -> RunConfig:
     for sec_name, table in data.items():
         if sec_name not in SECTIONS:
             if not isinstance(table, dict):
-                raise InputError(f"key {sec_name!r} outside a section; sections are "
-                                 + ", ".join(f"[{s}]" for s in SECTIONS), file=file)
+                raise InputError(
+                    f"key {sec_name!r} outside a section; sections are " + ", ".join(f"[{s}]" for s in SECTIONS),
+                    file=file,
+                )
             raise fail(sec_name, None, "unknown section; sections are " + ", ".join(f"[{s}]" for s in SECTIONS))
         if not isinstance(table, dict):
             raise InputError(f"{sec_name!r} must be a section [{sec_name}], not a value", file=file)
@@ -361,8 +414,11 @@ def load_config(path: str | Path) -> RunConfig:
         sections[sec_name] = cls(**values)
     cfg = RunConfig(**sections)
     if cfg.scenarios.count > cfg.scenarios.samples:
-        raise fail("scenarios", "count", f"{cfg.scenarios.count} scenarios must not exceed scenarios.samples "
-                                          f"({cfg.scenarios.samples})")
+        raise fail(
+            "scenarios",
+            "count",
+            f"{cfg.scenarios.count} scenarios must not exceed scenarios.samples ({cfg.scenarios.samples})",
+        )
     return cfg
 
 

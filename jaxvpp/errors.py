@@ -1,4 +1,4 @@
-"""Exceptions of ``jaxvpp``: bad input data and infeasible coordination targets.
+"""Exceptions of ``jaxvpp``: bad input data, infeasible coordination targets and numerical failures.
 
 ``InputError`` locates the problem: ``file`` (the file's name as given), ``row`` (the line number in the
 file, header = line 1, so the first data row is row 2) and ``column`` (the column name, or a command-line
@@ -73,3 +73,7 @@ class InfeasibleTargetError(RuntimeError):
 
     def __reduce__(self):
         return (InfeasibleTargetError, (self.message, self.steps))
+
+
+class NumericalError(RuntimeError):
+    """A solver returned non-finite values; nothing is written."""

@@ -92,8 +92,9 @@ def _read_rows(path: str | os.PathLike[str]) -> tuple[str, list[str], int, Itera
                     continue
                 cells = [c.strip() for c in cells]
                 if len(cells) != len(header):
-                    raise InputError(f"expected {len(header)} cells as in the header, found {len(cells)}",
-                                     file=name, row=line)
+                    raise InputError(
+                        f"expected {len(header)} cells as in the header, found {len(cells)}", file=name, row=line
+                    )
                 yield line, cells
         except csv.Error as exc:
             raise InputError(f"malformed CSV: {exc}", file=name, row=reader.line_num) from None
@@ -106,7 +107,9 @@ def _unique_label(value: str, seen: dict[str, int], *, empty: str, file: str, ro
     if value == "":
         raise InputError(empty, file=file, row=row, column=column)
     if value in seen:
-        raise InputError(f"duplicate {column} {value!r} (first on row {seen[value]})", file=file, row=row, column=column)
+        raise InputError(
+            f"duplicate {column} {value!r} (first on row {seen[value]})", file=file, row=row, column=column
+        )
     seen[value] = row
     return value
 
@@ -129,8 +132,9 @@ def _parse_float(cell: str, *, file: str, row: int, column: str, allow_inf: bool
 def _require_columns(header: Sequence[str], required: Sequence[str], file: str, row: int = 1) -> None:
     for col in required:
         if col not in header:
-            raise InputError(f"missing required column {col!r} (header: {', '.join(header)})",
-                             file=file, row=row, column=col)
+            raise InputError(
+                f"missing required column {col!r} (header: {', '.join(header)})", file=file, row=row, column=col
+            )
 
 
 def _check_battery(values: dict[str, float], present: set[str], file: str, row: int) -> None:
@@ -143,8 +147,9 @@ def _check_battery(values: dict[str, float], present: set[str], file: str, row: 
         if not values[col] > 0:
             raise err(col, f"{col} must be positive, got {values[col]:g}")
     if values["ramp_mw_per_h"] < 0:
-        raise err("ramp_mw_per_h", f"ramp_mw_per_h must be >= 0 (empty or inf = no limit), got "
-                  f"{values['ramp_mw_per_h']:g}")
+        raise err(
+            "ramp_mw_per_h", f"ramp_mw_per_h must be >= 0 (empty or inf = no limit), got {values['ramp_mw_per_h']:g}"
+        )
     for col in _FRACTION_COLUMNS:
         if not 0.0 <= values[col] <= 1.0:
             raise err(col, f"{col} must lie in [0, 1] (a fraction of capacity), got {values[col]:g}")
@@ -152,8 +157,11 @@ def _check_battery(values: dict[str, float], present: set[str], file: str, row: 
         col = "soc_min" if "soc_min" in present or "soc_max" not in present else "soc_max"
         raise err(col, f"soc_min ({values['soc_min']:g}) must be below soc_max ({values['soc_max']:g})")
     if not values["soc_min"] <= values["soc_initial"] <= values["soc_max"]:
-        raise err("soc_initial", f"soc_initial ({values['soc_initial']:g}) must lie in [soc_min, soc_max] = "
-                  f"[{values['soc_min']:g}, {values['soc_max']:g}]")
+        raise err(
+            "soc_initial",
+            f"soc_initial ({values['soc_initial']:g}) must lie in [soc_min, soc_max] = "
+            f"[{values['soc_min']:g}, {values['soc_max']:g}]",
+        )
     for col in ("eta_charge", "eta_discharge"):
         if not 0.0 < values[col] <= 1.0:
             raise err(col, f"{col} must lie in (0, 1], got {values[col]:g}")
@@ -172,16 +180,21 @@ def read_fleet(path: str | os.PathLike[str]) -> tuple[list[str], Fleet]:
     _require_columns(header, ("battery_id",), file, hrow)
     unknown = [c for c in header if c != "battery_id" and c not in DEFAULTS]
     if unknown:
-        raise InputError(f"unknown column {unknown[0]!r} (a typo?); allowed: battery_id, "
-                         f"{', '.join(FLEET_COLUMNS)}", file=file, row=hrow, column=unknown[0])
+        raise InputError(
+            f"unknown column {unknown[0]!r} (a typo?); allowed: battery_id, {', '.join(FLEET_COLUMNS)}",
+            file=file,
+            row=hrow,
+            column=unknown[0],
+        )
     present = set(header)
     index = {c: header.index(c) for c in header}
     ids: list[str] = []
     first_seen: dict[str, int] = {}
     cols: dict[str, list[float]] = {c: [] for c in FLEET_COLUMNS}
     for line, cells in rows:
-        bid = _unique_label(cells[index["battery_id"]], first_seen, empty="empty battery_id", file=file, row=line,
-                            column="battery_id")
+        bid = _unique_label(
+            cells[index["battery_id"]], first_seen, empty="empty battery_id", file=file, row=line, column="battery_id"
+        )
         values: dict[str, float] = {}
         for col in FLEET_COLUMNS:
             cell = cells[index[col]] if col in index else ""
@@ -212,8 +225,9 @@ def read_scenarios(path: str | os.PathLike[str]) -> tuple[list[str], Market]:
     i_scen, i_prob = header.index("scenario"), header.index("probability")
     step_cols = [j for j in range(len(header)) if j not in (i_scen, i_prob)]
     if not step_cols:
-        raise InputError("no price columns: give one column per step after 'scenario, probability'",
-                         file=file, row=hrow)
+        raise InputError(
+            "no price columns: give one column per step after 'scenario, probability'", file=file, row=hrow
+        )
     steps = [header[j] for j in step_cols]
     labels: dict[str, int] = {}
     prices: list[list[float]] = []
@@ -229,8 +243,9 @@ def read_scenarios(path: str | os.PathLike[str]) -> tuple[list[str], Market]:
         raise InputError("no scenarios: the file has a header but no data rows", file=file, row=hrow + 1)
     total = math.fsum(probs)
     if abs(total - 1.0) > PROBABILITY_TOL:
-        raise InputError(f"probabilities sum to {total:.12g}, not 1 (tolerance {PROBABILITY_TOL:g})",
-                         file=file, column="probability")
+        raise InputError(
+            f"probabilities sum to {total:.12g}, not 1 (tolerance {PROBABILITY_TOL:g})", file=file, column="probability"
+        )
     w_arr = np.asarray(probs, dtype=np.float64)
     market = Market(prices=jnp.asarray(np.asarray(prices, dtype=np.float64)), probabilities=jnp.asarray(w_arr / total))
     return steps, market
@@ -247,8 +262,12 @@ def check_steps(
 ) -> None:
     """Raise :class:`InputError` if a file has ``found`` steps where ``expected`` (from ``expected_from``) are needed."""
     if int(found) != int(expected):
-        raise InputError(f"{found} steps, but {expected_from} have {expected} steps",
-                         file=None if file is None else str(file), row=row, column=column)
+        raise InputError(
+            f"{found} steps, but {expected_from} have {expected} steps",
+            file=None if file is None else str(file),
+            row=row,
+            column=column,
+        )
 
 
 def read_target(
@@ -262,8 +281,12 @@ def read_target(
     _require_columns(header, ("step", "target_mw"), file, hrow)
     unknown = [c for c in header if c not in ("step", "target_mw")]
     if unknown:
-        raise InputError(f"unknown column {unknown[0]!r}; target.csv has columns step, target_mw",
-                         file=file, row=hrow, column=unknown[0])
+        raise InputError(
+            f"unknown column {unknown[0]!r}; target.csv has columns step, target_mw",
+            file=file,
+            row=hrow,
+            column=unknown[0],
+        )
     i_step, i_val = header.index("step"), header.index("target_mw")
     values: list[float] = []
     last_line = hrow
@@ -273,14 +296,24 @@ def read_target(
         if cells[i_step] == "":
             raise InputError("empty step label", file=file, row=line, column="step")
         if step_labels is not None and k < len(step_labels) and cells[i_step] != str(step_labels[k]):
-            raise InputError(f"step {cells[i_step]!r} does not match the scenarios' step {k + 1} "
-                             f"({step_labels[k]!r}); rows must follow the price columns in order",
-                             file=file, row=line, column="step")
+            raise InputError(
+                f"step {cells[i_step]!r} does not match the scenarios' step {k + 1} "
+                f"({step_labels[k]!r}); rows must follow the price columns in order",
+                file=file,
+                row=line,
+                column="step",
+            )
         values.append(_parse_float(cells[i_val], file=file, row=line, column="target_mw"))
     if not values:
         raise InputError("no steps: the file has a header but no data rows", file=file, row=hrow + 1)
-    check_steps(len(values), num_steps, file=file, row=last_line if len(values) > num_steps else None,
-                column="step", expected_from="the price scenarios")
+    check_steps(
+        len(values),
+        num_steps,
+        file=file,
+        row=last_line if len(values) > num_steps else None,
+        column="step",
+        expected_from="the price scenarios",
+    )
     return np.asarray(values, dtype=np.float64)
 
 
@@ -378,14 +411,17 @@ def schedules_frame(
     for nm, a in (("charge", c), ("discharge", d), ("soc", e)):
         if a.shape != (n, t):
             raise ValueError(f"{nm} has shape {a.shape}, expected (num_batteries, num_steps) = ({n}, {t})")
-    return pd.DataFrame({
-        "battery_id": np.repeat(np.asarray([str(b) for b in battery_ids], dtype=object), t),
-        "step": np.tile(np.asarray([str(s) for s in step_labels], dtype=object), n),
-        "charge_mw": c.ravel(),
-        "discharge_mw": d.ravel(),
-        "net_mw": (d - c).ravel(),
-        "soc_mwh": e.ravel(),
-    }, columns=list(SCHEDULE_COLUMNS))
+    return pd.DataFrame(
+        {
+            "battery_id": np.repeat(np.asarray([str(b) for b in battery_ids], dtype=object), t),
+            "step": np.tile(np.asarray([str(s) for s in step_labels], dtype=object), n),
+            "charge_mw": c.ravel(),
+            "discharge_mw": d.ravel(),
+            "net_mw": (d - c).ravel(),
+            "soc_mwh": e.ravel(),
+        },
+        columns=list(SCHEDULE_COLUMNS),
+    )
 
 
 def read_schedules(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -415,8 +451,13 @@ def schedules_arrays(frame: pd.DataFrame) -> tuple[list[str], list[str], np.ndar
     if len(frame) != n * t:
         raise ValueError(f"schedule has {len(frame)} rows, expected {n} batteries x {t} steps")
     shape = (n, t)
-    return (ids, steps, frame["charge_mw"].to_numpy().reshape(shape), frame["discharge_mw"].to_numpy().reshape(shape),
-            frame["soc_mwh"].to_numpy().reshape(shape))
+    return (
+        ids,
+        steps,
+        frame["charge_mw"].to_numpy().reshape(shape),
+        frame["discharge_mw"].to_numpy().reshape(shape),
+        frame["soc_mwh"].to_numpy().reshape(shape),
+    )
 
 
 def _fmt(x: float) -> str:
@@ -457,8 +498,16 @@ def _csv_cell(s: str) -> str:
 
 # ------------------------------------------------------------------------------------- coordination outputs
 #: Columns of ``convergence.csv`` after ``iteration`` (ADMM writes its penalty ``rho`` in place of ``step``).
-CONVERGENCE_COLUMNS: tuple[str, ...] = ("primal_residual", "dual_residual", "coupling_residual_mw", "gap", "mu", "step",
-                                        "objective_eur", "elapsed_s")
+CONVERGENCE_COLUMNS: tuple[str, ...] = (
+    "primal_residual",
+    "dual_residual",
+    "coupling_residual_mw",
+    "gap",
+    "mu",
+    "step",
+    "objective_eur",
+    "elapsed_s",
+)
 
 
 def coordination_summary(result) -> dict:
@@ -492,8 +541,9 @@ def convergence_frame(result) -> pd.DataFrame | None:
         return None
     hist = {k: np.asarray(v) for k, v in result.history.items() if not k.startswith("_")}
     n = result.iterations
-    frame = pd.DataFrame({"iteration": np.arange(1, n + 1),
-                          **{c: hist[c][:n] for c in CONVERGENCE_COLUMNS if c in hist}})
+    frame = pd.DataFrame(
+        {"iteration": np.arange(1, n + 1), **{c: hist[c][:n] for c in CONVERGENCE_COLUMNS if c in hist}}
+    )
     if result.method == "admm":
         frame = frame.rename(columns={"step": "rho"})
     return frame

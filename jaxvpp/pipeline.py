@@ -28,17 +28,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import pandas as pd
 
+from jaxvpp import io
+from jaxvpp.battery.solution import solve_batteries
 from jaxvpp.config import DEFAULT, RunConfig, default_config_text
-from jaxvpp.errors import InfeasibleTargetError
+from jaxvpp.coordination.api import coordinate
+from jaxvpp.coordination.feasibility import check_target
+from jaxvpp.errors import InfeasibleTargetError, NumericalError
+from jaxvpp.market.forecasting import (
+    ForecastConfig,
+    level_columns,
+    quantile_frame_text,
+    quantile_function,
+    run_forecast,
+)
+from jaxvpp.market.ingress import (
+    PRICE,
+    TIMESTAMP,
+    format_timestamps,
+    local_day,
+    price_file_text,
+    read_price_file,
+    synthetic_prices,
+    write_files_atomic,
+)
+from jaxvpp.market.scenarios import build_scenarios, scenarios_text
+from jaxvpp.problem import Fleet, Market, Settings, random_fleet
 
 Log = Callable[[str], None]
-
-
-class NumericalError(RuntimeError):
-    """A solver returned non-finite values; nothing is written."""
 
 
 @dataclass
@@ -85,11 +105,12 @@ class Progress:
         dt = time.perf_counter() - t_start
         self.times[name] = dt
         total = time.perf_counter() - self.t0
-        self.emit(f"[{self.k:>{len(str(self.total))}}/{self.total}] {name:<14} {detail}  ({dt:.1f} s, total {total:.1f} s)")
+        self.emit(
+            f"[{self.k:>{len(str(self.total))}}/{self.total}] {name:<14} {detail}  ({dt:.1f} s, total {total:.1f} s)"
+        )
 
 
 def _median(levels: tuple[float, ...], q: np.ndarray) -> np.ndarray:
-    from jaxvpp.forecasting import quantile_function
 
     return quantile_function(levels, q, np.full((q.shape[0], 1), 0.5))[:, 0]
 
@@ -98,8 +119,13 @@ def _fleet_totals(sol) -> dict[str, float]:
     """Fleet sums of a BatterySolution's economics (EUR)."""
     rev = float(np.sum(np.asarray(sol.expected_revenue_eur)))
     deg = float(np.sum(np.asarray(sol.degradation_eur)))
-    return dict(objective_eur=float(np.sum(np.asarray(sol.objective_eur))), expected_revenue_eur=rev,
-                degradation_eur=deg, expected_profit_eur=rev - deg, cvar_eur=float(np.sum(np.asarray(sol.cvar_eur))))
+    return dict(
+        objective_eur=float(np.sum(np.asarray(sol.objective_eur))),
+        expected_revenue_eur=rev,
+        degradation_eur=deg,
+        expected_profit_eur=rev - deg,
+        cvar_eur=float(np.sum(np.asarray(sol.cvar_eur))),
+    )
 
 
 def _finite(name: str, *arrays) -> None:
@@ -108,8 +134,13 @@ def _finite(name: str, *arrays) -> None:
             raise NumericalError(f"the {name} has non-finite values (numerical error); nothing written")
 
 
-def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log | None = print, *,
-        data_dir: str | Path | None = None) -> RunResult:
+def run(
+    config: RunConfig = DEFAULT,
+    out_dir: str | Path | None = None,
+    log: Log | None = print,
+    *,
+    data_dir: str | Path | None = None,
+) -> RunResult:
     """Run the whole job and write its files (see the module docstring for the phases).
 
     Args:
@@ -124,24 +155,9 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
         NumericalError: a solver produced non-finite values.
     Nothing is written when an exception is raised.
     """
-    import jax
     import jax.numpy as jnp
 
-    from jaxvpp import io, plots
-    from jaxvpp.battery import solve_batteries
-    from jaxvpp.coordination import check_target, coordinate
-    from jaxvpp.forecasting import ForecastConfig, level_columns, quantile_frame_text, run_forecast
-    from jaxvpp.ingress import (
-        PRICE,
-        TIMESTAMP,
-        format_timestamps,
-        local_day,
-        price_file_text,
-        read_price_file,
-        synthetic_prices,
-    )
-    from jaxvpp.problem import Fleet, Market, Settings, random_fleet
-    from jaxvpp.scenarios import build_scenarios, scenarios_text
+    from jaxvpp import plots
 
     cfg = config
     results_dir = Path(out_dir if out_dir is not None else cfg.output.results_dir)
@@ -160,8 +176,9 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
         history = read_price_file(cfg.market.prices_file, allow_future=True)
         source = f"price file {cfg.market.prices_file}"
     else:
-        full = synthetic_prices(cfg.market.history_days + 1, cfg.market.resolution_minutes, cfg.market.seed,
-                                start=cfg.market.start, tz=tz)
+        full = synthetic_prices(
+            cfg.market.history_days + 1, cfg.market.resolution_minutes, cfg.market.seed, start=cfg.market.start, tz=tz
+        )
         day = local_day(full[TIMESTAMP], tz)
         held = np.asarray(day == day.max())
         realised_frame = full.loc[held, [TIMESTAMP, PRICE]].reset_index(drop=True)
@@ -171,15 +188,25 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
         raw_files["realised.csv"] = price_file_text(realised_frame)
         source = f"synthetic, seed {cfg.market.seed}"
     have = history[PRICE].notna()
-    prog.done("market", t, f"{int(have.sum())} steps of history ({source}), "
-                           f"{history.loc[have, PRICE].min():.0f} to {history.loc[have, PRICE].max():.0f} EUR/MWh")
+    prog.done(
+        "market",
+        t,
+        f"{int(have.sum())} steps of history ({source}), "
+        f"{history.loc[have, PRICE].min():.0f} to {history.loc[have, PRICE].max():.0f} EUR/MWh",
+    )
 
     # ---------------------------------------------------------------------------------- 2. forecast
     t = prog.start("forecast")
-    fc_cfg = ForecastConfig(model=cfg.forecast.model, backtest_days=cfg.forecast.backtest_days,
-                            calibration_days=cfg.forecast.calibration_days, refit_every=cfg.forecast.refit_every_days,
-                            calibrate=cfg.forecast.calibrate, max_iter=cfg.forecast.boosting_iterations,
-                            seed=cfg.forecast.seed, tz=tz)
+    fc_cfg = ForecastConfig(
+        model=cfg.forecast.model,
+        backtest_days=cfg.forecast.backtest_days,
+        calibration_days=cfg.forecast.calibration_days,
+        refit_every=cfg.forecast.refit_every_days,
+        calibrate=cfg.forecast.calibrate,
+        max_iter=cfg.forecast.boosting_iterations,
+        seed=cfg.forecast.seed,
+        tz=tz,
+    )
     fc = run_forecast(history, fc_cfg)
     for note in fc.notes:
         prog.emit(f"      note: {note}")
@@ -192,22 +219,39 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
         if len(rt) == len(step_times) and bool(np.all(rt == step_times)):
             realised = realised_frame[PRICE].to_numpy(dtype=float)
     m = fc.metrics
-    prog.done("forecast", t, f"{m['forecast_day']} ({len(step_times)} steps): pinball {m['pinball_loss']:.2f} vs "
-                             f"{m['baseline_pinball_loss']:.2f} EUR/MWh seasonal naive, 90 % coverage "
-                             f"{m['coverage_90']:.2f} over a {m['backtest_days']}-day backtest")
+    prog.done(
+        "forecast",
+        t,
+        f"{m['forecast_day']} ({len(step_times)} steps): pinball {m['pinball_loss']:.2f} vs "
+        f"{m['baseline_pinball_loss']:.2f} EUR/MWh seasonal naive, 90 % coverage "
+        f"{m['coverage_90']:.2f} over a {m['backtest_days']}-day backtest",
+    )
 
     # --------------------------------------------------------------------------------- 3. scenarios
     t = prog.start("scenarios")
-    sc = build_scenarios(fc.quantiles, levels, fc.backtest, samples=cfg.scenarios.samples, k=cfg.scenarios.count,
-                         alpha=cfg.risk.alpha, reduction=cfg.scenarios.reduction, seed=cfg.scenarios.seed, tz=tz)
+    sc = build_scenarios(
+        fc.quantiles,
+        levels,
+        fc.backtest,
+        samples=cfg.scenarios.samples,
+        k=cfg.scenarios.count,
+        alpha=cfg.risk.alpha,
+        reduction=cfg.scenarios.reduction,
+        seed=cfg.scenarios.seed,
+        tz=tz,
+    )
     red = sc.reductions[sc.chosen]
     market = Market(prices=jnp.asarray(red.prices), probabilities=jnp.asarray(red.probabilities))
     dt = float(sc.metrics["dt_hours"])
     settings = Settings(dt_hours=dt, alpha=cfg.risk.alpha, baseline=cfg.risk.baseline)
     steps = format_timestamps(step_times)
     err = sc.metrics["reductions"][sc.chosen]["relative_error"]
-    prog.done("scenarios", t, f"{cfg.scenarios.samples} sampled paths -> {market.num_scenarios} weighted scenarios "
-                              f"({sc.chosen}; CVaR error {100 * err:+.1f} % on the reference schedule)")
+    prog.done(
+        "scenarios",
+        t,
+        f"{cfg.scenarios.samples} sampled paths -> {market.num_scenarios} weighted scenarios "
+        f"({sc.chosen}; CVaR error {100 * err:+.1f} % on the reference schedule)",
+    )
 
     # ------------------------------------------------------------------------------------- 4. fleet
     t = prog.start("fleet")
@@ -221,15 +265,20 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
         fleet_src = f"random, seed {cfg.fleet.seed}, spread {cfg.fleet.spread:g}"
     N = len(ids)
     fl = jax.tree.map(np.asarray, fleet)
-    prog.done("fleet", t, f"{N} prosumer batteries ({fleet_src}): {fl.capacity_mwh.sum():.0f} MWh, "
-                          f"{fl.power_mw.sum():.0f} MW, risk weights {fl.risk_weight.min():.2f}-{fl.risk_weight.max():.2f}")
+    prog.done(
+        "fleet",
+        t,
+        f"{N} prosumer batteries ({fleet_src}): {fl.capacity_mwh.sum():.0f} MWh, "
+        f"{fl.power_mw.sum():.0f} MW, risk weights {fl.risk_weight.min():.2f}-{fl.risk_weight.max():.2f}",
+    )
 
     # ----------------------------------------------------------------------------- 5. uncoordinated
     t = prog.start("uncoordinated")
     free = solve_batteries(fleet, market, settings)
     median = _median(levels, q)
-    point_market = Market(prices=jnp.broadcast_to(jnp.asarray(median), market.prices.shape),
-                          probabilities=market.probabilities)  # same shapes: the same compiled program
+    point_market = Market(
+        prices=jnp.broadcast_to(jnp.asarray(median), market.prices.shape), probabilities=market.probabilities
+    )  # same shapes: the same compiled program
     point = solve_batteries(fleet._replace(risk_weight=jnp.zeros(N)), point_market, settings)
     jax.block_until_ready((free, point))
     _finite("uncoordinated schedule", free.net_mw, free.soc_mwh, point.net_mw)
@@ -238,8 +287,12 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
     if not_conv:
         prog.emit(f"      warning: {len(not_conv)} batteries did not converge alone: {', '.join(not_conv[:5])}")
     unc = _fleet_totals(free)
-    prog.done("uncoordinated", t, f"each battery alone: objective {unc['objective_eur']:.0f} EUR, expected revenue "
-                                  f"{unc['expected_revenue_eur']:.0f} EUR, CVaR {unc['cvar_eur']:.0f} EUR")
+    prog.done(
+        "uncoordinated",
+        t,
+        f"each battery alone: objective {unc['objective_eur']:.0f} EUR, expected revenue "
+        f"{unc['expected_revenue_eur']:.0f} EUR, CVaR {unc['cvar_eur']:.0f} EUR",
+    )
 
     # ------------------------------------------------------------------------------------ 6. target
     t = prog.start("target")
@@ -255,13 +308,26 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
         raise InfeasibleTargetError(f"infeasible target ({target_kind}): {where}", [s for s, _ in bad])
     miss = free_net.sum(axis=0) - target
     deviation_mwh = float(np.sum(np.abs(miss)) * dt)
-    prog.done("target", t, f"{target_kind}; the uncoordinated fleet misses it by {deviation_mwh:.1f} MWh "
-                           f"(up to {np.max(np.abs(miss)):.1f} MW)")
+    prog.done(
+        "target",
+        t,
+        f"{target_kind}; the uncoordinated fleet misses it by {deviation_mwh:.1f} MWh "
+        f"(up to {np.max(np.abs(miss)):.1f} MW)",
+    )
 
     # ------------------------------------------------------------------------------------ 7. ALADIN
     t = prog.start("ALADIN", f"coordinating {N} batteries to the target (live log)")
-    res = coordinate(fleet, market, target, settings, method="aladin", tol=cfg.coordination.tol,
-                     max_iter=cfg.coordination.max_iter, log=log, devices=cfg.coordination.devices)
+    res = coordinate(
+        fleet,
+        market,
+        target,
+        settings,
+        method="aladin",
+        tol=cfg.coordination.tol,
+        max_iter=cfg.coordination.max_iter,
+        log=log,
+        devices=cfg.coordination.devices,
+    )
     if res.status == "infeasible_target":
         where = "; ".join(f"step {steps[s]} (#{s + 1}): {why}" for s, why in res.infeasible_steps[:5])
         raise InfeasibleTargetError(f"infeasible target: {where}", [s for s, _ in res.infeasible_steps])
@@ -272,16 +338,21 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
     _finite("coordinated schedule", sol.charge_mw, sol.discharge_mw, sol.soc_mwh)
     coord = _fleet_totals(sol)
     state = "converged" if coord_summary["converged"] else f"NOT converged ({res.status})"
-    prog.done("ALADIN", t, f"{state} in {res.iterations} iterations: coupling residual {res.coupling_residual_mw:.1e} "
-                           f"MW, objective {coord['objective_eur']:.0f} EUR "
-                           f"(+{coord['objective_eur'] - unc['objective_eur']:.0f} EUR for meeting the target)")
+    prog.done(
+        "ALADIN",
+        t,
+        f"{state} in {res.iterations} iterations: coupling residual {res.coupling_residual_mw:.1e} "
+        f"MW, objective {coord['objective_eur']:.0f} EUR "
+        f"(+{coord['objective_eur'] - unc['objective_eur']:.0f} EUR for meeting the target)",
+    )
 
     # -------------------------------------------------------------------------------------- 8. ADMM
     admm_res = None
     if cfg.coordination.admm:
         every = max(1, cfg.coordination.admm_max_iter // 6)
-        t = prog.start("ADMM", f"the baseline, {cfg.coordination.admm_max_iter} iterations at most "
-                               f"(one log line in {every})")
+        t = prog.start(
+            "ADMM", f"the baseline, {cfg.coordination.admm_max_iter} iterations at most (one log line in {every})"
+        )
         count = {"n": 0}
 
         def admm_log(line: str) -> None:
@@ -289,14 +360,26 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
             if count["n"] % every == 0:
                 prog.emit(line)
 
-        admm_res = coordinate(fleet, market, target, settings, method="admm", tol=cfg.coordination.admm_tol_mw,
-                              max_iter=cfg.coordination.admm_max_iter, log=admm_log if log else None)
+        admm_res = coordinate(
+            fleet,
+            market,
+            target,
+            settings,
+            method="admm",
+            tol=cfg.coordination.admm_tol_mw,
+            max_iter=cfg.coordination.admm_max_iter,
+            log=admm_log if log else None,
+        )
         if admm_res.status == "numerical_error" or not np.all(np.isfinite(np.asarray(admm_res.solution.net_mw))):
             prog.emit("      warning: ADMM produced non-finite values; left out of the comparison")
             admm_res = None
         else:
-            prog.done("ADMM", t, f"{admm_res.status} after {admm_res.iterations} iterations: coupling residual "
-                                 f"{admm_res.coupling_residual_mw:.1e} MW, objective {admm_res.objective_eur:.0f} EUR")
+            prog.done(
+                "ADMM",
+                t,
+                f"{admm_res.status} after {admm_res.iterations} iterations: coupling residual "
+                f"{admm_res.coupling_residual_mw:.1e} MW, objective {admm_res.objective_eur:.0f} EUR",
+            )
 
     # ---------------------------------------------------------------------------------- 9. frontier
     frontier = None
@@ -305,7 +388,8 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
         lam = np.asarray(cfg.frontier.risk_weights, dtype=float)
         R = len(lam)
         tiled = Fleet(*(jnp.tile(jnp.asarray(a), R) for a in fleet))._replace(
-            risk_weight=jnp.repeat(jnp.asarray(lam), N))  # point r = batteries r*N .. r*N + N - 1
+            risk_weight=jnp.repeat(jnp.asarray(lam), N)
+        )  # point r = batteries r*N .. r*N + N - 1
         fsol = solve_batteries(tiled, market, settings)
         _finite("frontier", fsol.expected_revenue_eur, fsol.cvar_eur)
 
@@ -313,13 +397,24 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
             return np.asarray(a).reshape(R, N).sum(axis=1)
 
         rev, deg = per_point(fsol.expected_revenue_eur), per_point(fsol.degradation_eur)
-        frontier = pd.DataFrame({"risk_weight": lam, "expected_revenue_eur": rev, "degradation_eur": deg,
-                                 "expected_profit_eur": rev - deg, "cvar_eur": per_point(fsol.cvar_eur),
-                                 "converged": np.asarray(fsol.converged).reshape(R, N).all(axis=1)})
+        frontier = pd.DataFrame(
+            {
+                "risk_weight": lam,
+                "expected_revenue_eur": rev,
+                "degradation_eur": deg,
+                "expected_profit_eur": rev - deg,
+                "cvar_eur": per_point(fsol.cvar_eur),
+                "converged": np.asarray(fsol.converged).reshape(R, N).all(axis=1),
+            }
+        )
         frontier = frontier.sort_values("risk_weight").reset_index(drop=True)
-        prog.done("frontier", t, f"{R} risk weights x {N} batteries in one batched solve: expected profit "
-                                 f"{frontier.expected_profit_eur.iloc[0]:.0f} -> {frontier.expected_profit_eur.iloc[-1]:.0f} "
-                                 f"EUR, CVaR {frontier.cvar_eur.iloc[0]:.0f} -> {frontier.cvar_eur.iloc[-1]:.0f} EUR")
+        prog.done(
+            "frontier",
+            t,
+            f"{R} risk weights x {N} batteries in one batched solve: expected profit "
+            f"{frontier.expected_profit_eur.iloc[0]:.0f} -> {frontier.expected_profit_eur.iloc[-1]:.0f} "
+            f"EUR, CVaR {frontier.cvar_eur.iloc[0]:.0f} -> {frontier.cvar_eur.iloc[-1]:.0f} EUR",
+        )
 
     # ----------------------------------------------------------------------------------- 10. outputs
     t = prog.start("outputs")
@@ -327,9 +422,12 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
     if realised is not None:
         unc["realised_revenue_eur"] = float(dt * np.sum(free_net @ realised))
         coord["realised_revenue_eur"] = float(dt * np.sum(coord_net @ realised))
-    unc.update(target_deviation_mwh=deviation_mwh, target_max_deviation_mw=float(np.max(np.abs(miss))),
-               converged=bool(np.all(np.asarray(free.converged))),
-               iterations=int(np.max(np.asarray(free.iterations))))
+    unc.update(
+        target_deviation_mwh=deviation_mwh,
+        target_max_deviation_mw=float(np.max(np.abs(miss))),
+        converged=bool(np.all(np.asarray(free.converged))),
+        iterations=int(np.max(np.asarray(free.iterations))),
+    )
     prog.times.setdefault("outputs", 0.0)
     summary: dict[str, Any] = dict(
         method="aladin",
@@ -339,19 +437,40 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
         coordinated=coord,
         uncoordinated=unc,
         cost_of_meeting_target_eur=coord["objective_eur"] - unc["objective_eur"],
-        target=dict(kind="file" if cfg.target.file else "committed_point_forecast_schedule",
-                    theta=None if cfg.target.file else cfg.target.theta,
-                    file=cfg.target.file or None, target_mw=[float(v) for v in target],
-                    net_energy_mwh=float(np.sum(target) * dt)),
-        admm=None if admm_res is None else dict(
-            status=admm_res.status, converged=bool(admm_res.converged), iterations=admm_res.iterations,
-            coupling_residual_mw=admm_res.coupling_residual_mw, objective_eur=admm_res.objective_eur,
-            wall_time_s=admm_res.wall_time_s),
-        forecast={k: fc.metrics[k] for k in ("forecast_day", "model", "pinball_loss", "baseline_pinball_loss",
-                                             "pinball_improvement", "coverage_90", "width_90", "crps",
-                                             "backtest_days")},
-        scenarios=dict(samples=cfg.scenarios.samples, count=int(market.num_scenarios), reduction=sc.chosen,
-                       cvar_relative_error=err),
+        target=dict(
+            kind="file" if cfg.target.file else "committed_point_forecast_schedule",
+            theta=None if cfg.target.file else cfg.target.theta,
+            file=cfg.target.file or None,
+            target_mw=[float(v) for v in target],
+            net_energy_mwh=float(np.sum(target) * dt),
+        ),
+        admm=None
+        if admm_res is None
+        else dict(
+            status=admm_res.status,
+            converged=bool(admm_res.converged),
+            iterations=admm_res.iterations,
+            coupling_residual_mw=admm_res.coupling_residual_mw,
+            objective_eur=admm_res.objective_eur,
+            wall_time_s=admm_res.wall_time_s,
+        ),
+        forecast={
+            k: fc.metrics[k]
+            for k in (
+                "forecast_day",
+                "model",
+                "pinball_loss",
+                "baseline_pinball_loss",
+                "pinball_improvement",
+                "coverage_90",
+                "width_90",
+                "crps",
+                "backtest_days",
+            )
+        },
+        scenarios=dict(
+            samples=cfg.scenarios.samples, count=int(market.num_scenarios), reduction=sc.chosen, cvar_relative_error=err
+        ),
         frontier=None if frontier is None else frontier.to_dict(orient="list"),
         realised_prices_known=realised is not None,
         market_source=source,
@@ -366,10 +485,12 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
     )
 
     # tables
-    results["schedules.csv"] = io.schedules_frame(ids, np.asarray(sol.charge_mw), np.asarray(sol.discharge_mw),
-                                                   np.asarray(sol.soc_mwh), steps).to_csv(index=False)
+    results["schedules.csv"] = io.schedules_frame(
+        ids, np.asarray(sol.charge_mw), np.asarray(sol.discharge_mw), np.asarray(sol.soc_mwh), steps
+    ).to_csv(index=False)
     results["schedules_uncoordinated.csv"] = io.schedules_frame(
-        ids, np.asarray(free.charge_mw), np.asarray(free.discharge_mw), np.asarray(free.soc_mwh), steps).to_csv(index=False)
+        ids, np.asarray(free.charge_mw), np.asarray(free.discharge_mw), np.asarray(free.soc_mwh), steps
+    ).to_csv(index=False)
     conv_a = io.convergence_frame(res)
     results["convergence.csv"] = conv_a.to_csv(index=False)
     conv_b = io.convergence_frame(admm_res) if admm_res is not None else None
@@ -383,47 +504,100 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
     results["quantiles.csv"] = quantile_frame_text(fc.quantiles, [TIMESTAMP] + qcols)
     results["forecast_metrics.json"] = json.dumps(fc.metrics, indent=2) + "\n"
     results["config.toml"] = default_config_text(cfg)
-    processed.update({
-        "quantiles.csv": results["quantiles.csv"],
-        "backtest.csv": quantile_frame_text(fc.backtest, [TIMESTAMP, "origin", "realised"] + qcols),
-        "baseline_backtest.csv": quantile_frame_text(fc.baseline, [TIMESTAMP, "origin", "realised"] + qcols),
-        "forecast_metrics.json": results["forecast_metrics.json"],
-        "scenarios.csv": results["scenarios.csv"],
-        "scenario_samples.csv": scenarios_text(steps, sc.samples, np.full(len(sc.samples), 1.0 / len(sc.samples))),
-        "scenario_metrics.json": json.dumps(sc.metrics, indent=2) + "\n",
-        **{f"scenarios_{k}.csv": scenarios_text(steps, r.prices, r.probabilities) for k, r in sc.reductions.items()},
-    })
+    processed.update(
+        {
+            "quantiles.csv": results["quantiles.csv"],
+            "backtest.csv": quantile_frame_text(fc.backtest, [TIMESTAMP, "origin", "realised"] + qcols),
+            "baseline_backtest.csv": quantile_frame_text(fc.baseline, [TIMESTAMP, "origin", "realised"] + qcols),
+            "forecast_metrics.json": results["forecast_metrics.json"],
+            "scenarios.csv": results["scenarios.csv"],
+            "scenario_samples.csv": scenarios_text(steps, sc.samples, np.full(len(sc.samples), 1.0 / len(sc.samples))),
+            "scenario_metrics.json": json.dumps(sc.metrics, indent=2) + "\n",
+            **{
+                f"scenarios_{k}.csv": scenarios_text(steps, r.prices, r.probabilities) for k, r in sc.reductions.items()
+            },
+        }
+    )
 
     # figures
     if cfg.output.plots:
         dpi = cfg.output.dpi
         day = fc.metrics["forecast_day"]
         w = np.asarray(red.probabilities)
-        results["risk_bands.png"] = plots.png_bytes(plots.risk_bands(
-            fc.quantiles, fc.backtest, realised, tz=tz,
-            subtitle=f"delivery day {day}; {fc.metrics['model']} quantile regression, 90 % coverage "
-                     f"{m['coverage_90']:.2f} in a {m['backtest_days']}-day backtest"), dpi)
-        results["scenarios.png"] = plots.png_bytes(plots.scenario_paths(
-            step_times, sc.samples, red.prices, w, realised=realised, tz=tz,
-            subtitle=f"{day}: {len(sc.samples)} copula samples reduced to {len(w)} ({sc.chosen})"), dpi)
+        results["risk_bands.png"] = plots.png_bytes(
+            plots.risk_bands(
+                fc.quantiles,
+                fc.backtest,
+                realised,
+                tz=tz,
+                subtitle=f"delivery day {day}; {fc.metrics['model']} quantile regression, 90 % coverage "
+                f"{m['coverage_90']:.2f} in a {m['backtest_days']}-day backtest",
+            ),
+            dpi,
+        )
+        results["scenarios.png"] = plots.png_bytes(
+            plots.scenario_paths(
+                step_times,
+                sc.samples,
+                red.prices,
+                w,
+                realised=realised,
+                tz=tz,
+                subtitle=f"{day}: {len(sc.samples)} copula samples reduced to {len(w)} ({sc.chosen})",
+            ),
+            dpi,
+        )
         band = None
         if "q0.05" in qcols and "q0.95" in qcols:
             band = (fc.quantiles["q0.05"].to_numpy(), fc.quantiles["q0.95"].to_numpy())
-        results["schedule.png"] = plots.png_bytes(plots.fleet_schedule(
-            step_times, target, coord_net.sum(axis=0), free_net.sum(axis=0), w @ np.asarray(red.prices),
-            np.asarray(res.coupling_price_eur_per_mwh), price_band=band, tz=tz,
-            subtitle=f"{N} batteries, {day}; {target_kind}"), dpi)
-        results["soc.png"] = plots.png_bytes(plots.state_of_charge(
-            step_times, np.asarray(sol.soc_mwh), np.asarray(free.soc_mwh), fl.capacity_mwh,
-            fl.soc_initial * fl.capacity_mwh, tz=tz, subtitle=f"State of charge, {N} batteries, {day}"), dpi)
-        results["convergence.png"] = plots.png_bytes(plots.convergence(
-            conv_a, conv_b, res.objective_eur, subtitle=f"{N} batteries, {len(steps)} steps, "
-                                                        f"{market.num_scenarios} scenarios"), dpi)
+        results["schedule.png"] = plots.png_bytes(
+            plots.fleet_schedule(
+                step_times,
+                target,
+                coord_net.sum(axis=0),
+                free_net.sum(axis=0),
+                w @ np.asarray(red.prices),
+                np.asarray(res.coupling_price_eur_per_mwh),
+                price_band=band,
+                tz=tz,
+                subtitle=f"{N} batteries, {day}; {target_kind}",
+            ),
+            dpi,
+        )
+        results["soc.png"] = plots.png_bytes(
+            plots.state_of_charge(
+                step_times,
+                np.asarray(sol.soc_mwh),
+                np.asarray(free.soc_mwh),
+                fl.capacity_mwh,
+                fl.soc_initial * fl.capacity_mwh,
+                tz=tz,
+                subtitle=f"State of charge, {N} batteries, {day}",
+            ),
+            dpi,
+        )
+        results["convergence.png"] = plots.png_bytes(
+            plots.convergence(
+                conv_a,
+                conv_b,
+                res.objective_eur,
+                subtitle=f"{N} batteries, {len(steps)} steps, {market.num_scenarios} scenarios",
+            ),
+            dpi,
+        )
         if frontier is not None:
-            results["frontier.png"] = plots.png_bytes(plots.frontier(
-                frontier, fleet_points={"uncoordinated": (unc["cvar_eur"], unc["expected_profit_eur"]),
-                                        "coordinated": (coord["cvar_eur"], coord["expected_profit_eur"])},
-                alpha=cfg.risk.alpha, subtitle=f"{N} batteries, {market.num_scenarios} scenarios, {day}"), dpi)
+            results["frontier.png"] = plots.png_bytes(
+                plots.frontier(
+                    frontier,
+                    fleet_points={
+                        "uncoordinated": (unc["cvar_eur"], unc["expected_profit_eur"]),
+                        "coordinated": (coord["cvar_eur"], coord["expected_profit_eur"]),
+                    },
+                    alpha=cfg.risk.alpha,
+                    subtitle=f"{N} batteries, {market.num_scenarios} scenarios, {day}",
+                ),
+                dpi,
+            )
 
     prog.times["outputs"] = time.perf_counter() - t
     summary["phase_wall_time_s"] = {k: round(v, 3) for k, v in prog.times.items()}
@@ -432,14 +606,26 @@ def run(config: RunConfig = DEFAULT, out_dir: str | Path | None = None, log: Log
     results["summary.json"] = json.dumps(summary, indent=2) + "\n"
 
     # write: every folder all-or-nothing, the results last
-    from jaxvpp.ingress import write_files_atomic
 
     if raw_files:
         write_files_atomic(data_root / "raw", raw_files)
     write_files_atomic(data_root / "processed", processed)
     io.write_outputs(results_dir, results)
     prog.done("outputs", t, f"{len(results)} files in {results_dir}/, data in {data_root}/")
-    return RunResult(summary=summary, results_dir=results_dir, data_dir=data_root, files=sorted(results),
-                     battery_ids=ids, step_labels=steps, fleet=fleet, market=market, target_mw=target,
-                     uncoordinated=free, coordinated=res, admm=admm_res, frontier=frontier,
-                     realised_prices=realised, phase_times_s=dict(prog.times))
+    return RunResult(
+        summary=summary,
+        results_dir=results_dir,
+        data_dir=data_root,
+        files=sorted(results),
+        battery_ids=ids,
+        step_labels=steps,
+        fleet=fleet,
+        market=market,
+        target_mw=target,
+        uncoordinated=free,
+        coordinated=res,
+        admm=admm_res,
+        frontier=frontier,
+        realised_prices=realised,
+        phase_times_s=dict(prog.times),
+    )

@@ -72,8 +72,15 @@ def _level_col(frame: pd.DataFrame, level: float) -> str | None:
     return name if name in frame.columns else None
 
 
-def risk_bands(quantiles: pd.DataFrame, backtest: pd.DataFrame | None, realised: np.ndarray | None, *,
-               tz: str = "Europe/Berlin", context_days: int = 3, subtitle: str = "") -> Figure:
+def risk_bands(
+    quantiles: pd.DataFrame,
+    backtest: pd.DataFrame | None,
+    realised: np.ndarray | None,
+    *,
+    tz: str = "Europe/Berlin",
+    context_days: int = 3,
+    subtitle: str = "",
+) -> Figure:
     """Quantile fan of the delivery day's forecast, after ``context_days`` days of backtest forecasts.
 
     ``quantiles`` and ``backtest`` have ``timestamp`` (UTC) and ``qX.XX`` columns (EUR/MWh); the backtest
@@ -93,30 +100,69 @@ def risk_bands(quantiles: pd.DataFrame, backtest: pd.DataFrame | None, realised:
             a, b = _level_col(frame, lo), _level_col(frame, hi)
             if a and b:
                 lab = f"{round(lo * 100)}-{round(hi * 100)} % band"
-                ax.fill_between(t, _st(frame[a]), _st(frame[b]), step="post", color=colour, lw=0,
-                                label=None if lab in labelled else lab)
+                ax.fill_between(
+                    t,
+                    _st(frame[a]),
+                    _st(frame[b]),
+                    step="post",
+                    color=colour,
+                    lw=0,
+                    label=None if lab in labelled else lab,
+                )
                 labelled.add(lab)
         med = _level_col(frame, 0.5)
         if med:
-            ax.step(t, _st(frame[med]), where="post", color="#08519c", lw=1.4,
-                    label=None if "median" in labelled else "median forecast")
+            ax.step(
+                t,
+                _st(frame[med]),
+                where="post",
+                color="#08519c",
+                lw=1.4,
+                label=None if "median" in labelled else "median forecast",
+            )
             labelled.add("median")
         if is_bt:
-            ax.step(t, _st(frame["realised"]), where="post", color="black", lw=1.0,
-                    label=None if "realised" in labelled else "realised price")
+            ax.step(
+                t,
+                _st(frame["realised"]),
+                where="post",
+                color="black",
+                lw=1.0,
+                label=None if "realised" in labelled else "realised price",
+            )
             labelled.add("realised")
     tq = _edges(_local(quantiles["timestamp"], tz))
     if realised is not None:
-        ax.step(tq, _st(realised), where="post", color="black", lw=1.0,
-                label=None if "realised" in labelled else "realised price")
+        ax.step(
+            tq,
+            _st(realised),
+            where="post",
+            color="black",
+            lw=1.0,
+            label=None if "realised" in labelled else "realised price",
+        )
     ax.axvspan(tq[0], tq[-1], color="#fff5e6", zorder=-1)
     ymax = ax.get_ylim()[1]
-    ax.text(tq[0] + (tq[-1] - tq[0]) / 2, ymax, "delivery day: day-ahead forecast", ha="center", va="top",
-            fontsize=9, color="#8c510a")
+    ax.text(
+        tq[0] + (tq[-1] - tq[0]) / 2,
+        ymax,
+        "delivery day: day-ahead forecast",
+        ha="center",
+        va="top",
+        fontsize=9,
+        color="#8c510a",
+    )
     if len(parts) > 1:
         t0 = _local(parts[0][0]["timestamp"], tz)[0]
-        ax.text(t0 + (tq[0] - t0) / 2, ymax, "backtest: forecasts issued the day before", ha="center",
-                va="top", fontsize=9, color="0.3")
+        ax.text(
+            t0 + (tq[0] - t0) / 2,
+            ymax,
+            "backtest: forecasts issued the day before",
+            ha="center",
+            va="top",
+            fontsize=9,
+            color="0.3",
+        )
     import matplotlib.dates as mdates
 
     ax.xaxis.set_major_locator(mdates.HourLocator(byhour=[0, 6, 12, 18]))
@@ -131,8 +177,16 @@ def risk_bands(quantiles: pd.DataFrame, backtest: pd.DataFrame | None, realised:
     return fig
 
 
-def scenario_paths(step_times: pd.DatetimeIndex, samples: np.ndarray, prices: np.ndarray, probabilities: np.ndarray,
-                   *, realised: np.ndarray | None = None, tz: str = "Europe/Berlin", subtitle: str = "") -> Figure:
+def scenario_paths(
+    step_times: pd.DatetimeIndex,
+    samples: np.ndarray,
+    prices: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    realised: np.ndarray | None = None,
+    tz: str = "Europe/Berlin",
+    subtitle: str = "",
+) -> Figure:
     """Sampled paths (grey) and the K reduced scenarios, line width and opacity by probability.
 
     Colours order the scenarios by their mean price; the right panel shows each scenario's probability.
@@ -143,15 +197,28 @@ def scenario_paths(step_times: pd.DatetimeIndex, samples: np.ndarray, prices: np
     t = _edges(_local(step_times, tz))
     show = np.asarray(samples, float)[: min(200, len(samples))]
     for i, path in enumerate(show):
-        ax.step(t, _st(path), where="post", color="0.75", lw=0.4, alpha=0.5,
-                label=f"sampled paths ({len(samples)}, {len(show)} shown)" if i == 0 else None)
+        ax.step(
+            t,
+            _st(path),
+            where="post",
+            color="0.75",
+            lw=0.4,
+            alpha=0.5,
+            label=f"sampled paths ({len(samples)}, {len(show)} shown)" if i == 0 else None,
+        )
     order = np.argsort(prices.mean(axis=1))
     cmap = matplotlib.colormaps["viridis"]
     colours = {k: cmap(r / max(K - 1, 1)) for r, k in enumerate(order)}
     wmax = w.max()
     for k in np.argsort(w):  # the most probable on top
-        ax.step(t, _st(prices[k]), where="post", color=colours[k], lw=0.8 + 3.2 * w[k] / wmax,
-                alpha=0.35 + 0.65 * w[k] / wmax)
+        ax.step(
+            t,
+            _st(prices[k]),
+            where="post",
+            color=colours[k],
+            lw=0.8 + 3.2 * w[k] / wmax,
+            alpha=0.35 + 0.65 * w[k] / wmax,
+        )
     ax.step(t, _st(w @ prices), where="post", color="#d62728", lw=2.0, ls="--", label="expected price (weighted mean)")
     if realised is not None:
         ax.step(t, _st(realised), where="post", color="black", lw=1.2, label="realised price")
@@ -170,15 +237,31 @@ def scenario_paths(step_times: pd.DatetimeIndex, samples: np.ndarray, prices: np
     return fig
 
 
-def fleet_schedule(step_times: pd.DatetimeIndex, target_mw: np.ndarray, coordinated_mw: np.ndarray,
-                   uncoordinated_mw: np.ndarray, expected_price: np.ndarray, coupling_price: np.ndarray, *,
-                   price_band: tuple[np.ndarray, np.ndarray] | None = None, tz: str = "Europe/Berlin",
-                   subtitle: str = "") -> Figure:
+def fleet_schedule(
+    step_times: pd.DatetimeIndex,
+    target_mw: np.ndarray,
+    coordinated_mw: np.ndarray,
+    uncoordinated_mw: np.ndarray,
+    expected_price: np.ndarray,
+    coupling_price: np.ndarray,
+    *,
+    price_band: tuple[np.ndarray, np.ndarray] | None = None,
+    tz: str = "Europe/Berlin",
+    subtitle: str = "",
+) -> Figure:
     """Fleet net power (MW, sum over batteries; > 0 = injection) against the target, and prices below."""
     fig, (ax, axp) = _subplots(2, 1, figsize=(12, 8), sharex=True, gridspec_kw={"height_ratios": [1.5, 1]})
     t = _edges(_local(step_times, tz))
-    ax.fill_between(t, _st(uncoordinated_mw), _st(target_mw), step="post", color=C_UNCOORD, alpha=0.18, lw=0,
-                    label="uncoordinated miss of the target")
+    ax.fill_between(
+        t,
+        _st(uncoordinated_mw),
+        _st(target_mw),
+        step="post",
+        color=C_UNCOORD,
+        alpha=0.18,
+        lw=0,
+        label="uncoordinated miss of the target",
+    )
     ax.step(t, _st(target_mw), where="post", color="0.6", lw=5, alpha=0.6, label="community target (committed)")
     ax.step(t, _st(uncoordinated_mw), where="post", color=C_UNCOORD, lw=1.5, label="uncoordinated fleet")
     ax.step(t, _st(coordinated_mw), where="post", color=C_COORD, lw=1.5, ls="--", label="coordinated fleet (ALADIN)")
@@ -188,13 +271,21 @@ def fleet_schedule(step_times: pd.DatetimeIndex, target_mw: np.ndarray, coordina
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
     ax.grid(alpha=0.3)
     if price_band is not None:
-        axp.fill_between(t, _st(price_band[0]), _st(price_band[1]), step="post", color="#c6dbef", lw=0,
-                         label="5-95 % forecast band")
+        axp.fill_between(
+            t, _st(price_band[0]), _st(price_band[1]), step="post", color="#c6dbef", lw=0, label="5-95 % forecast band"
+        )
     axp.step(t, _st(expected_price), where="post", color="#08519c", lw=1.4, label="expected price (scenarios)")
     axp.set_ylabel("price (EUR/MWh)")
     ax2 = axp.twinx()
-    ax2.step(t, _st(coupling_price), where="post", color="#d62728", lw=1.4, ls="-.",
-             label="coupling price (right axis): an extra price on injection, < 0 asks for less")
+    ax2.step(
+        t,
+        _st(coupling_price),
+        where="post",
+        color="#d62728",
+        lw=1.4,
+        ls="-.",
+        label="coupling price (right axis): an extra price on injection, < 0 asks for less",
+    )
     ax2.axhline(0, color="#d62728", lw=0.5, alpha=0.5)
     ax2.set_ylabel("coupling price (EUR/MWh)", color="#d62728")
     ax2.tick_params(axis="y", colors="#d62728")
@@ -207,9 +298,16 @@ def fleet_schedule(step_times: pd.DatetimeIndex, target_mw: np.ndarray, coordina
     return fig
 
 
-def state_of_charge(step_times: pd.DatetimeIndex, soc_coordinated: np.ndarray, soc_uncoordinated: np.ndarray,
-                    capacity_mwh: np.ndarray, initial_mwh: np.ndarray, *, tz: str = "Europe/Berlin",
-                    subtitle: str = "") -> Figure:
+def state_of_charge(
+    step_times: pd.DatetimeIndex,
+    soc_coordinated: np.ndarray,
+    soc_uncoordinated: np.ndarray,
+    capacity_mwh: np.ndarray,
+    initial_mwh: np.ndarray,
+    *,
+    tz: str = "Europe/Berlin",
+    subtitle: str = "",
+) -> Figure:
     """Stored energy of the fleet (MWh) and the spread of the batteries' state of charge (% of capacity).
 
     ``soc_*`` are ``(N, T)``: the energy after each step; the start value ``initial_mwh`` is prepended.
@@ -219,8 +317,10 @@ def state_of_charge(step_times: pd.DatetimeIndex, soc_coordinated: np.ndarray, s
     t = _edges(times)
     E = np.asarray(capacity_mwh, float)[:, None]
     e0 = np.asarray(initial_mwh, float)[:, None]
-    for soc, colour, name, ls in ((soc_uncoordinated, C_UNCOORD, "uncoordinated", "-"),
-                                  (soc_coordinated, C_COORD, "coordinated", "--")):
+    for soc, colour, name, ls in (
+        (soc_uncoordinated, C_UNCOORD, "uncoordinated", "-"),
+        (soc_coordinated, C_COORD, "coordinated", "--"),
+    ):
         e = np.concatenate([e0, np.asarray(soc, float)], axis=1)  # energy at the step edges
         ax.plot(t, e.sum(axis=0), color=colour, lw=1.8, ls=ls, marker="o", ms=2.5, label=f"{name} fleet")
         frac = 100 * e / E
@@ -256,8 +356,15 @@ def convergence(aladin: pd.DataFrame, admm: pd.DataFrame | None, optimum_eur: fl
     scale = max(abs(optimum_eur), 1.0)
     for name, frame, colour, marker in runs:
         it = frame["iteration"].to_numpy()
-        ax.semilogy(it, np.maximum(frame["coupling_residual_mw"].to_numpy(), tiny), color=colour, marker=marker,
-                    ms=3, lw=1.5, label=f"{name}: {len(it)} iterations")
+        ax.semilogy(
+            it,
+            np.maximum(frame["coupling_residual_mw"].to_numpy(), tiny),
+            color=colour,
+            marker=marker,
+            ms=3,
+            lw=1.5,
+            label=f"{name}: {len(it)} iterations",
+        )
         err = np.abs(frame["objective_eur"].to_numpy() - optimum_eur) / scale
         axo.semilogy(it, np.maximum(err, tiny), color=colour, marker=marker, ms=3, lw=1.5, label=name)
     ax.set_ylabel("coupling residual max_t |sum_i p_it - target_t| (MW)")
@@ -273,30 +380,59 @@ def convergence(aladin: pd.DataFrame, admm: pd.DataFrame | None, optimum_eur: fl
     return fig
 
 
-def frontier(points: pd.DataFrame, *, fleet_points: dict[str, tuple[float, float]] | None = None,
-             alpha: float = 0.05, subtitle: str = "") -> Figure:
+def frontier(
+    points: pd.DataFrame,
+    *,
+    fleet_points: dict[str, tuple[float, float]] | None = None,
+    alpha: float = 0.05,
+    subtitle: str = "",
+) -> Figure:
     """Expected profit against CVaR, one point per common risk weight (``points``: risk_weight,
     cvar_eur, expected_profit_eur), plus named (cvar, profit) points such as the fleet's own schedules."""
     fig, ax = _subplots(figsize=(9, 6))
     p = points.sort_values("risk_weight")
-    ax.plot(p["cvar_eur"], p["expected_profit_eur"], color=C_COORD, lw=1.5, marker="o", ms=6,
-            label="efficient frontier (every battery with the same risk weight)")
+    ax.plot(
+        p["cvar_eur"],
+        p["expected_profit_eur"],
+        color=C_COORD,
+        lw=1.5,
+        marker="o",
+        ms=6,
+        label="efficient frontier (every battery with the same risk weight)",
+    )
     for _, row in p.iterrows():
-        ax.annotate(f"λ={row['risk_weight']:g}", (row["cvar_eur"], row["expected_profit_eur"]),
-                    textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.annotate(
+            f"λ={row['risk_weight']:g}",
+            (row["cvar_eur"], row["expected_profit_eur"]),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize=8,
+        )
     markers = {"uncoordinated": ("s", C_UNCOORD), "coordinated": ("D", "#d62728")}
     for name, (cv, prof) in (fleet_points or {}).items():
         m, c = markers.get(name, ("^", "0.3"))
-        ax.scatter([cv], [prof], marker=m, color=c, s=60, zorder=5,
-                   label=f"fleet, {name} (each battery's own risk weight)")
+        ax.scatter(
+            [cv], [prof], marker=m, color=c, s=60, zorder=5, label=f"fleet, {name} (each battery's own risk weight)"
+        )
         ax.annotate(name, (cv, prof), textcoords="offset points", xytext=(8, -10), fontsize=8, color=c)
-    ax.text(0.015, 0.03, "larger risk weight λ: lower CVaR (safer), lower expected profit", transform=ax.transAxes,
-            fontsize=8, color="0.35", ha="left", va="bottom")
-    ax.set_xlabel(f"CVaR of the loss at alpha = {alpha:g}, summed over batteries (EUR)\n"
-                  f"lower = safer; < 0: a profit even in the worst {100 * alpha:g} % of scenarios")
+    ax.text(
+        0.015,
+        0.03,
+        "larger risk weight λ: lower CVaR (safer), lower expected profit",
+        transform=ax.transAxes,
+        fontsize=8,
+        color="0.35",
+        ha="left",
+        va="bottom",
+    )
+    ax.set_xlabel(
+        f"CVaR of the loss at alpha = {alpha:g}, summed over batteries (EUR)\n"
+        f"lower = safer; < 0: a profit even in the worst {100 * alpha:g} % of scenarios"
+    )
     ax.set_ylabel("expected profit: revenue - degradation cost (EUR)")
-    ax.set_title("Efficient frontier: expected profit against tail risk" + (f"\n{subtitle}" if subtitle else ""),
-                 fontsize=11)
+    ax.set_title(
+        "Efficient frontier: expected profit against tail risk" + (f"\n{subtitle}" if subtitle else ""), fontsize=11
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     ax.margins(x=0.08, y=0.08)
@@ -313,8 +449,15 @@ def sweep_frontier(table: pd.DataFrame, param: str, *, alpha: float = 0.05, subt
     ax.plot(t["cvar_eur"][ok], t["expected_profit_eur"][ok], color="0.7", lw=1, zorder=1)
     sc = ax.scatter(t["cvar_eur"][ok], t["expected_profit_eur"][ok], c=t[param][ok], cmap="viridis", s=22, zorder=2)
     if (~ok).any():
-        ax.scatter(t["cvar_eur"][~ok], t["expected_profit_eur"][~ok], marker="x", color="#d62728", s=30,
-                   label="not converged", zorder=3)
+        ax.scatter(
+            t["cvar_eur"][~ok],
+            t["expected_profit_eur"][~ok],
+            marker="x",
+            color="#d62728",
+            s=30,
+            label="not converged",
+            zorder=3,
+        )
         ax.legend(fontsize=8)
     fig.colorbar(sc, ax=ax, label=param)
     ax.set_xlabel(f"CVaR of the loss at alpha = {alpha:g}, summed over batteries (EUR; lower = safer)")

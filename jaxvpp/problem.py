@@ -168,13 +168,11 @@ def random_fleet(n: int, seed: int = 0, *, spread: float = 1.0) -> Fleet:
     )
 
 
-def synthetic_market(
-    num_scenarios: int = 20, horizon: int = 24, seed: int = 0, *, dt_hours: float = 1.0
-) -> Market:
+def synthetic_market(num_scenarios: int = 20, horizon: int = 24, seed: int = 0, *, dt_hours: float = 1.0) -> Market:
     """Quick price scenarios with a daily shape, scenario spread and occasional spikes (EUR/MWh).
 
-    For tests and examples; the realistic generator and forecaster live in ``jaxvpp.ingress`` and
-    ``jaxvpp.forecasting``.
+    For tests and examples; the realistic generator and forecaster live in ``jaxvpp.market.ingress`` and
+    ``jaxvpp.market.forecasting``.
     """
     rng = np.random.default_rng(seed)
     hours = (np.arange(horizon) + 0.5) * dt_hours

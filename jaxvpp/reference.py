@@ -130,8 +130,16 @@ def evaluate_schedule(
     deg = fl["degradation_eur_per_mwh"] * dt * np.sum(c + d, axis=1)
     quad = 0.5 * fl["quadratic_cost_eur_per_mw2h"] * dt * np.sum(c**2 + d**2, axis=1)
     obj = -er + fl["risk_weight"] * cv + deg + quad
-    return dict(objective_eur=obj, expected_revenue_eur=er, cvar_eur=cv, var_eur=var, degradation_eur=deg,
-                quadratic_cost_eur=quad, revenue_eur=rev, soc=energy_mwh(fleet, settings, c, d))
+    return dict(
+        objective_eur=obj,
+        expected_revenue_eur=er,
+        cvar_eur=cv,
+        var_eur=var,
+        degradation_eur=deg,
+        quadratic_cost_eur=quad,
+        revenue_eur=rev,
+        soc=energy_mwh(fleet, settings, c, d),
+    )
 
 
 def _solve(prob: cp.Problem, options: dict[str, Any] | None) -> None:
@@ -171,8 +179,11 @@ class _Model:
         e0 = col["soc_initial"] * col["capacity_mwh"]
         flow = cp.multiply(full(col["eta_charge"]), C) - cp.multiply(full(1.0 / col["eta_discharge"]), D)
         e = full(e0) + dt * cp.cumsum(flow, axis=1)
-        cons += [e >= full(col["soc_min"] * col["capacity_mwh"]), e <= full(col["soc_max"] * col["capacity_mwh"]),
-                 e[:, T - 1] >= e0[:, 0]]
+        cons += [
+            e >= full(col["soc_min"] * col["capacity_mwh"]),
+            e <= full(col["soc_max"] * col["capacity_mwh"]),
+            e[:, T - 1] >= e0[:, 0],
+        ]
         ramp = fl["ramp_mw_per_h"]
         lim = np.flatnonzero(np.isfinite(ramp))
         if T >= 2 and lim.size:
@@ -209,16 +220,20 @@ class _Model:
             obj_terms.append(cp.sum(cp.multiply(np.asarray(linear_price, np.float64).reshape(n, T), P)))
         if prox_weight is not None:
             pw = np.broadcast_to(np.asarray(prox_weight, np.float64), (n, T)).copy()
-            pc = np.zeros((n, T)) if prox_center is None else np.broadcast_to(
-                np.asarray(prox_center, np.float64), (n, T)).copy()
+            pc = (
+                np.zeros((n, T))
+                if prox_center is None
+                else np.broadcast_to(np.asarray(prox_center, np.float64), (n, T)).copy()
+            )
             obj_terms.append(cp.sum(cp.multiply(pw / 2, cp.square(P - pc))))
 
         self.coupling = None
         if target is not None:
             self.coupling = cp.sum(P, axis=0) == np.asarray(target, np.float64)
             cons.append(self.coupling)
-        self.problem = cp.Problem(cp.Minimize(cp.sum(cp.hstack(obj_terms)) if len(obj_terms) > 1 else obj_terms[0]),
-                                  cons)
+        self.problem = cp.Problem(
+            cp.Minimize(cp.sum(cp.hstack(obj_terms)) if len(obj_terms) > 1 else obj_terms[0]), cons
+        )
 
 
 def _battery_slice(fleet: Fleet, index: int | None) -> Fleet:
@@ -263,17 +278,36 @@ def solve_battery_reference(
         return None if a is None else np.broadcast_to(np.asarray(a, np.float64), (T,)).reshape(1, T)
 
     t0 = time.perf_counter()
-    m = _Model(fl, prices, w, settings, linear_price=row(linear_price), prox_weight=row(prox_weight),
-               prox_center=row(prox_center))
+    m = _Model(
+        fl,
+        prices,
+        w,
+        settings,
+        linear_price=row(linear_price),
+        prox_weight=row(prox_weight),
+        prox_center=row(prox_center),
+    )
     t1 = time.perf_counter()
     _solve(m.problem, solver_options)
     t2 = time.perf_counter()
     status = str(m.problem.status)
     if m.C.value is None:
         nan = np.full(T, np.nan)
-        return dict(objective_eur=math.nan, model_objective_eur=math.nan, charge=nan, discharge=nan, net=nan,
-                    soc=nan, eta=math.nan, cvar_eur=math.nan, expected_revenue_eur=math.nan, status=status,
-                    iterations=_iterations(m.problem), solve_time_s=t2 - t1, build_time_s=t1 - t0)
+        return dict(
+            objective_eur=math.nan,
+            model_objective_eur=math.nan,
+            charge=nan,
+            discharge=nan,
+            net=nan,
+            soc=nan,
+            eta=math.nan,
+            cvar_eur=math.nan,
+            expected_revenue_eur=math.nan,
+            status=status,
+            iterations=_iterations(m.problem),
+            solve_time_s=t2 - t1,
+            build_time_s=t1 - t0,
+        )
     c, d = np.asarray(m.C.value)[0], np.asarray(m.D.value)[0]
     ev = evaluate_schedule(b, market, settings, c[None], d[None])
     net = d - c
@@ -288,9 +322,17 @@ def solve_battery_reference(
         objective_eur=float(ev["objective_eur"][0]) + extra,
         model_objective_eur=float(ev["objective_eur"][0]),
         solver_objective_eur=float(m.problem.value),
-        charge=c, discharge=d, net=net, soc=ev["soc"][0], eta=eta,
-        cvar_eur=float(ev["cvar_eur"][0]), expected_revenue_eur=float(ev["expected_revenue_eur"][0]),
-        status=status, iterations=_iterations(m.problem), solve_time_s=t2 - t1, build_time_s=t1 - t0,
+        charge=c,
+        discharge=d,
+        net=net,
+        soc=ev["soc"][0],
+        eta=eta,
+        cvar_eur=float(ev["cvar_eur"][0]),
+        expected_revenue_eur=float(ev["expected_revenue_eur"][0]),
+        status=status,
+        iterations=_iterations(m.problem),
+        solve_time_s=t2 - t1,
+        build_time_s=t1 - t0,
     )
 
 
@@ -299,14 +341,19 @@ def _iterations(prob: cp.Problem) -> int:
     return int(stats.num_iters) if stats is not None and stats.num_iters is not None else 0
 
 
-def _infeasible_steps(fl: dict[str, np.ndarray], prices: np.ndarray, w: np.ndarray, settings: Settings,
-                      target: np.ndarray, tol: float = 1e-6) -> tuple[list[int], np.ndarray]:
+def _infeasible_steps(
+    fl: dict[str, np.ndarray],
+    prices: np.ndarray,
+    w: np.ndarray,
+    settings: Settings,
+    target: np.ndarray,
+    tol: float = 1e-6,
+) -> tuple[list[int], np.ndarray]:
     """Steps where the closest achievable fleet output (min sum_t |gap_t|) misses the target, and the gap (MW)."""
     m = _Model(fl, prices, w, settings)
     gap = cp.Variable(prices.shape[1])
     fleet_sum = cp.sum(m.D - m.C, axis=0)
-    prob = cp.Problem(cp.Minimize(cp.norm1(gap)),
-                      [c for c in m.problem.constraints] + [fleet_sum + gap == target])
+    prob = cp.Problem(cp.Minimize(cp.norm1(gap)), [c for c in m.problem.constraints] + [fleet_sum + gap == target])
     _solve(prob, None)
     g = np.asarray(gap.value) if gap.value is not None else np.full(prices.shape[1], np.nan)
     scale = max(1.0, float(np.max(np.abs(target))))
@@ -377,17 +424,30 @@ def solve_fleet_reference(
         if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE) and tgt is not None:
             steps, gap = _infeasible_steps(fl, prices, w, settings, tgt)
             worst = int(np.nanargmax(np.abs(gap))) if np.any(np.isfinite(gap)) else -1
-            msg = (f"the fleet cannot follow the target at {len(steps)} of {T} steps"
-                   + (f"; largest gap {gap[worst]:+.6g} MW at step {worst} (0-based)" if worst >= 0 else ""))
+            msg = f"the fleet cannot follow the target at {len(steps)} of {T} steps" + (
+                f"; largest gap {gap[worst]:+.6g} MW at step {worst} (0-based)" if worst >= 0 else ""
+            )
             raise InfeasibleTargetError(msg, steps)
         if m.C.value is None:
             nan = np.full((n, T), np.nan)
-            return dict(charge=nan, discharge=nan, net=nan, soc=nan, objective_eur=math.nan,
-                        objective_per_battery_eur=np.full(n, np.nan), expected_revenue_eur=np.full(n, np.nan),
-                        cvar_eur=np.full(n, np.nan), eta=np.full(n, np.nan), total_net_mw=np.full(T, np.nan),
-                        coupling_price_eur_per_mwh=None if tgt is None else np.full(T, np.nan), status=status,
-                        iterations=iters, build_time_s=build, solve_time_s=solve,
-                        wall_time_s=time.perf_counter() - t_start)
+            return dict(
+                charge=nan,
+                discharge=nan,
+                net=nan,
+                soc=nan,
+                objective_eur=math.nan,
+                objective_per_battery_eur=np.full(n, np.nan),
+                expected_revenue_eur=np.full(n, np.nan),
+                cvar_eur=np.full(n, np.nan),
+                eta=np.full(n, np.nan),
+                total_net_mw=np.full(T, np.nan),
+                coupling_price_eur_per_mwh=None if tgt is None else np.full(T, np.nan),
+                status=status,
+                iterations=iters,
+                build_time_s=build,
+                solve_time_s=solve,
+                wall_time_s=time.perf_counter() - t_start,
+            )
         c, d = np.asarray(m.C.value), np.asarray(m.D.value)
         eta = np.full(n, np.nan)
         if m.eta is not None:
@@ -401,7 +461,10 @@ def solve_fleet_reference(
     no_risk = ~np.isfinite(eta)
     eta[no_risk] = ev["var_eur"][no_risk]
     return dict(
-        charge=c, discharge=d, net=d - c, soc=ev["soc"],
+        charge=c,
+        discharge=d,
+        net=d - c,
+        soc=ev["soc"],
         objective_eur=float(np.sum(ev["objective_eur"])),
         objective_per_battery_eur=ev["objective_eur"],
         expected_revenue_eur=ev["expected_revenue_eur"],
@@ -409,7 +472,10 @@ def solve_fleet_reference(
         eta=eta,
         total_net_mw=np.sum(d - c, axis=0),
         coupling_price_eur_per_mwh=price,
-        status=status, iterations=iters, build_time_s=build, solve_time_s=solve,
+        status=status,
+        iterations=iters,
+        build_time_s=build,
+        solve_time_s=solve,
         wall_time_s=time.perf_counter() - t_start,
     )
 
@@ -488,15 +554,25 @@ def dense_qp(fleet: Fleet, market: Market, settings: Settings, index: int | None
     lo.append(np.where(active, 0.0, -np.inf))
     hi.append(np.full(K, np.inf))
 
-    return dict(P=Pm, q=q, A=np.vstack(rows), l=np.concatenate(lo), u=np.concatenate(hi), num_steps=T,
-                num_scenarios=K, battery=b, market=Market(prices=prices, probabilities=w), settings=settings)
+    return dict(
+        P=Pm,
+        q=q,
+        A=np.vstack(rows),
+        l=np.concatenate(lo),
+        u=np.concatenate(hi),
+        num_steps=T,
+        num_scenarios=K,
+        battery=b,
+        market=Market(prices=prices, probabilities=w),
+        settings=settings,
+    )
 
 
 def dense_qp_split(qp: dict[str, Any], x: np.ndarray) -> dict[str, Any]:
     """Split a solution vector ``x`` of :func:`dense_qp` into ``charge``, ``discharge`` (T,) MW, ``eta``, ``u``."""
     T, K = qp["num_steps"], qp["num_scenarios"]
     x = np.asarray(x, dtype=np.float64)
-    return dict(charge=x[:T], discharge=x[T:2 * T], eta=float(x[2 * T]), u=x[2 * T + 1:2 * T + 1 + K])
+    return dict(charge=x[:T], discharge=x[T : 2 * T], eta=float(x[2 * T]), u=x[2 * T + 1 : 2 * T + 1 + K])
 
 
 def dense_qp_objective(qp: dict[str, Any], x: np.ndarray, *, exact: bool = True) -> float:

@@ -8,12 +8,19 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvpp.battery import solve_batteries
+from jaxvpp.battery.solution import solve_batteries
 from jaxvpp.problem import Settings, random_fleet, synthetic_market
 
 #: (N, K, T, dt): N from 2 to 300, K from 1 to 30, 24 hourly and 96 quarter-hourly steps
-SHAPES = [(2, 6, 24, 1.0), (8, 5, 96, 0.25), (25, 1, 24, 1.0), (60, 30, 24, 1.0), (300, 20, 24, 1.0),
-          (13, 12, 96, 0.25), (120, 8, 24, 1.0)]
+SHAPES = [
+    (2, 6, 24, 1.0),
+    (8, 5, 96, 0.25),
+    (25, 1, 24, 1.0),
+    (60, 30, 24, 1.0),
+    (300, 20, 24, 1.0),
+    (13, 12, 96, 0.25),
+    (120, 8, 24, 1.0),
+]
 TARGET_KINDS = ("scaled", "blend")
 
 
@@ -35,7 +42,8 @@ def make_instance(seed: int, shape: tuple[int, int, int, float], mixed: bool = F
         n0 = max(1, N // 5)
         fleet = fleet._replace(
             quadratic_cost_eur_per_mw2h=fleet.quadratic_cost_eur_per_mw2h.at[:n0].set(0.0),
-            risk_weight=fleet.risk_weight.at[-n0:].set(0.0))
+            risk_weight=fleet.risk_weight.at[-n0:].set(0.0),
+        )
     market = synthetic_market(K, T, seed=seed, dt_hours=dt)
     settings = Settings(dt_hours=dt, alpha=float(rng.choice([0.05, 0.1, 0.25])))
     free = np.asarray(jnp.sum(solve_batteries(fleet, market, settings).net_mw, axis=0))

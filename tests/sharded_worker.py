@@ -28,7 +28,7 @@ def instance(n: int):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxvpp.battery import solve_batteries
+    from jaxvpp.battery.solution import solve_batteries
     from jaxvpp.problem import Settings, fleet_take, random_fleet, synthetic_market
 
     fleet = random_fleet(10, seed=3)
@@ -41,7 +41,9 @@ def instance(n: int):
 def _cache() -> None:
     import jax
 
-    cache = os.environ.get("JAXVPP_TEST_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "jax-tests"))
+    cache = os.environ.get(
+        "JAXVPP_TEST_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "jax-tests")
+    )
     if cache:
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -50,16 +52,21 @@ def _cache() -> None:
 def answer(res) -> dict:
     import numpy as np
 
-    return dict(status=res.status, iterations=res.iterations, objective=res.objective_eur,
-                net_mw=np.asarray(res.solution.net_mw).tolist(), price=np.asarray(res.coupling_price_eur_per_mwh).tolist())
+    return dict(
+        status=res.status,
+        iterations=res.iterations,
+        objective=res.objective_eur,
+        net_mw=np.asarray(res.solution.net_mw).tolist(),
+        price=np.asarray(res.coupling_price_eur_per_mwh).tolist(),
+    )
 
 
 def devices() -> dict:
-    from jaxvpp import distributed
+    from jaxvpp.coordination import distributed
 
     assert distributed.use_cpu_devices(4)
     _cache()
-    from jaxvpp.coordination import coordinate
+    from jaxvpp.coordination.api import coordinate
 
     out = {}
     for n in (10, 7):
@@ -72,18 +79,19 @@ def devices() -> dict:
 
 
 def process(addr: str, nproc: int, pid: int) -> dict:
-    from jaxvpp import distributed
+    from jaxvpp.coordination import distributed
 
     distributed.initialize(addr, nproc, pid, local_devices=2)
     _cache()
     import jax
 
-    from jaxvpp.coordination import coordinate
+    from jaxvpp.coordination.api import coordinate
 
     fleet, market, settings, target = instance(7)
     res = coordinate(fleet, market, target, settings, devices=jax.device_count())
-    return dict(devices=jax.device_count(), local_devices=jax.local_device_count(), processes=jax.process_count(),
-                **answer(res))
+    return dict(
+        devices=jax.device_count(), local_devices=jax.local_device_count(), processes=jax.process_count(), **answer(res)
+    )
 
 
 if __name__ == "__main__":

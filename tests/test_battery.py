@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import jaxvpp
-from jaxvpp.battery import BatteryQP, apply_G, apply_GT, build_qp, cvar, schedule_metrics, solve_batteries
+from jaxvpp.battery.qp import BatteryQP, apply_G, apply_GT, build_qp
+from jaxvpp.battery.solution import cvar, schedule_metrics, solve_batteries
 from jaxvpp.problem import Fleet, Market, Settings, fleet_take, make_fleet, random_fleet, synthetic_market
 from jaxvpp.reference import cvar as cvar_ref
 from jaxvpp.reference import solve_battery_reference
@@ -43,9 +44,20 @@ def _extreme_fleet(n: int, seed: int) -> Fleet:
     deg = np.asarray(fl.degradation_eur_per_mwh).copy()
     deg[12] = 0.0
     del rng
-    return make_fleet(n, capacity_mwh=cap, power_mw=power, ramp_mw_per_h=ramp, soc_min=soc_min, soc_max=soc_max,
-                      soc_initial=soc0, eta_charge=eta_c, eta_discharge=eta_d, risk_weight=risk,
-                      degradation_eur_per_mwh=deg, quadratic_cost_eur_per_mw2h=q)
+    return make_fleet(
+        n,
+        capacity_mwh=cap,
+        power_mw=power,
+        ramp_mw_per_h=ramp,
+        soc_min=soc_min,
+        soc_max=soc_max,
+        soc_initial=soc0,
+        eta_charge=eta_c,
+        eta_discharge=eta_d,
+        risk_weight=risk,
+        degradation_eur_per_mwh=deg,
+        quadratic_cost_eur_per_mw2h=q,
+    )
 
 
 def _check_against_reference(fleet: Fleet, market: Market, settings: Settings) -> None:
@@ -56,8 +68,9 @@ def _check_against_reference(fleet: Fleet, market: Market, settings: Settings) -
         ref = solve_battery_reference(b, market, settings)
         obj, ref_obj = float(sol.objective_eur[i]), float(ref["objective_eur"])
         assert abs(obj - ref_obj) <= TOL_OBJ * max(1.0, abs(ref_obj)), (i, obj, ref_obj)
-        _check_feasible(b, settings, np.asarray(sol.charge_mw[i]), np.asarray(sol.discharge_mw[i]),
-                        np.asarray(sol.soc_mwh[i]))
+        _check_feasible(
+            b, settings, np.asarray(sol.charge_mw[i]), np.asarray(sol.discharge_mw[i]), np.asarray(sol.soc_mwh[i])
+        )
 
 
 def _check_feasible(b: Fleet, settings: Settings, c: np.ndarray, d: np.ndarray, soc: np.ndarray) -> None:
@@ -116,8 +129,8 @@ def test_structured_operators_match_dense_transpose():
     market = synthetic_market(4, 10, seed=2)
     qp, _ = build_qp(fleet, market, Settings())
     rng = np.random.default_rng(0)
-    x = jaxvpp.battery.Primal(*(jnp.asarray(rng.normal(size=np.shape(a))) for a in (qp.fc, qp.fd, qp.f_eta, qp.fu)))
-    z = jnp.asarray(rng.normal(size=jaxvpp.battery.num_rows(10, 4)))
+    x = jaxvpp.battery.qp.Primal(*(jnp.asarray(rng.normal(size=np.shape(a))) for a in (qp.fc, qp.fd, qp.f_eta, qp.fu)))
+    z = jnp.asarray(rng.normal(size=jaxvpp.battery.qp.num_rows(10, 4)))
     lhs = jnp.vdot(apply_G(qp, x), z)
     gz = apply_GT(qp, z)
     rhs = sum(jnp.vdot(a, b) for a, b in zip(x, gz))
@@ -133,7 +146,8 @@ def test_factored_solve_matches_dense_newton_matrix(ramp):
     blocks); W spans six orders of magnitude, as in an interior-point end game."""
     from jax.flatten_util import ravel_pytree
 
-    from jaxvpp.battery import apply_Q, factor, num_rows, solve_factored
+    from jaxvpp.battery.kernel import factor, solve_factored
+    from jaxvpp.battery.qp import apply_Q, num_rows
 
     fl = random_fleet(3, seed=5)
     if not ramp:
@@ -144,10 +158,13 @@ def test_factored_solve_matches_dense_newton_matrix(ramp):
     m = num_rows(T, K)
     rng = np.random.default_rng(7)
     W = jnp.asarray(10.0 ** rng.uniform(-3, 3, size=m))
-    x0 = jaxvpp.battery.Primal(*(jnp.zeros(np.shape(a)) for a in (qp.fc, qp.fd, qp.f_eta, qp.fu)))
+    x0 = jaxvpp.battery.qp.Primal(*(jnp.zeros(np.shape(a)) for a in (qp.fc, qp.fd, qp.f_eta, qp.fu)))
     flat, unravel = ravel_pytree(x0)
-    op = lambda v: ravel_pytree(jax.tree.map(  # noqa: E731
-        jnp.add, apply_Q(qp, unravel(v)), apply_GT(qp, W * apply_G(qp, unravel(v)))))[0]
+    op = lambda v: ravel_pytree(
+        jax.tree.map(  # noqa: E731
+            jnp.add, apply_Q(qp, unravel(v)), apply_GT(qp, W * apply_G(qp, unravel(v)))
+        )
+    )[0]
     dense = np.asarray(jax.jacfwd(op)(flat))
     assert np.allclose(dense, dense.T, atol=1e-9 * np.abs(dense).max())
     r = rng.normal(size=flat.shape[0])
@@ -188,13 +205,18 @@ def test_warm_start_reaches_same_optimum_with_coordination_terms():
     rng = np.random.default_rng(1)
     price = jnp.asarray(rng.normal(0, 5, size=(6, 24)))
     center = cold.net_mw + 0.1
-    warm = solve_batteries(fleet, market, st, linear_price=price, prox_weight=2.0, prox_center=center,
-                           warm_start=state)
+    warm = solve_batteries(fleet, market, st, linear_price=price, prox_weight=2.0, prox_center=center, warm_start=state)
     cold2 = solve_batteries(fleet, market, st, linear_price=price, prox_weight=2.0, prox_center=center)
     assert bool(np.all(warm.converged)) and bool(np.all(cold2.converged))
     for i in range(6):
-        ref = solve_battery_reference(fleet_take(fleet, i), market, st, linear_price=np.asarray(price[i]),
-                                      prox_weight=np.full(24, 2.0), prox_center=np.asarray(center[i]))
+        ref = solve_battery_reference(
+            fleet_take(fleet, i),
+            market,
+            st,
+            linear_price=np.asarray(price[i]),
+            prox_weight=np.full(24, 2.0),
+            prox_center=np.asarray(center[i]),
+        )
         for sol in (warm, cold2):
             # Schedules are pinned only through the proximal curvature (2 EUR/MW^2): an objective accurate to
             # 1e-8 EUR fixes p to about sqrt(1e-8) MW, so the schedule check is looser than the objective's.
@@ -217,8 +239,19 @@ def test_metrics_of_zero_schedule():
 # Gradients: implicit differentiation against central finite differences of the Clarabel optimum
 # ---------------------------------------------------------------------------------------------
 
-PARAMS = ["capacity_mwh", "power_mw", "ramp_mw_per_h", "soc_min", "soc_max", "soc_initial", "eta_charge",
-          "eta_discharge", "risk_weight", "degradation_eur_per_mwh", "quadratic_cost_eur_per_mw2h"]
+PARAMS = [
+    "capacity_mwh",
+    "power_mw",
+    "ramp_mw_per_h",
+    "soc_min",
+    "soc_max",
+    "soc_initial",
+    "eta_charge",
+    "eta_discharge",
+    "risk_weight",
+    "degradation_eur_per_mwh",
+    "quadratic_cost_eur_per_mw2h",
+]
 
 
 def _ref_objective(b: Fleet, market: Market, settings: Settings) -> float:
@@ -256,8 +289,10 @@ def test_objective_gradient_matches_finite_differences_of_clarabel(seed):
     dw[1], dw[4] = 1.0, -1.0
     h = 1e-5
     wp, wm = market.probabilities + h * dw, market.probabilities - h * dw
-    fd = (_ref_objective(b0, market._replace(probabilities=wp), st)
-          - _ref_objective(b0, market._replace(probabilities=wm), st)) / (2 * h)
+    fd = (
+        _ref_objective(b0, market._replace(probabilities=wp), st)
+        - _ref_objective(b0, market._replace(probabilities=wm), st)
+    ) / (2 * h)
     ad = float(jnp.vdot(g_w, jnp.asarray(dw)))
     assert abs(ad - fd) <= 1e-4 * max(1.0, abs(fd)), (ad, fd)
 

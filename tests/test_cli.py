@@ -32,8 +32,10 @@ def test_coordinate_writes_outputs_matching_centralized(small_inputs, tmp_path):
     fp, sp = small_inputs
     out_a, out_c = tmp_path / "a", tmp_path / "c"
     assert main(["coordinate", "--fleet", str(fp), "--scenarios", str(sp), "--out", str(out_a)]) == 0
-    assert main(["coordinate", "--fleet", str(fp), "--scenarios", str(sp), "--method", "centralized",
-                 "--out", str(out_c)]) == 0
+    assert (
+        main(["coordinate", "--fleet", str(fp), "--scenarios", str(sp), "--method", "centralized", "--out", str(out_c)])
+        == 0
+    )
     sa, sc = (json.loads((d / "summary.json").read_text()) for d in (out_a, out_c))
     assert sa["converged"] and sc["converged"]
     assert abs(sa["objective_eur"] - sc["objective_eur"]) <= 1e-6 * max(1.0, abs(sc["objective_eur"]))
@@ -81,8 +83,9 @@ def test_infeasible_target_exits_3_and_writes_nothing(small_inputs, tmp_path, ca
 def test_console_script_and_module_entry_point(tmp_path):
     """``python -m jaxvpp`` runs the built-in example end to end."""
     out = tmp_path / "example"
-    proc = subprocess.run([sys.executable, "-m", "jaxvpp", "coordinate", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxvpp", "coordinate", "--out", str(out)], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["converged"] and summary["num_batteries"] == 100

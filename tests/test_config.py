@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxvpp.cli import build_parser, main, run_config
+from jaxvpp.cli import build_parser, main
+from jaxvpp.cli.run import run_config
 from jaxvpp.config import DEFAULT, SECTIONS, RunConfig, default_config_text, load_config
 from jaxvpp.errors import InputError
 
@@ -36,8 +37,16 @@ def test_every_key_is_written_with_a_comment_above_it():
 
 
 def test_a_changed_config_round_trips(tmp_path):
-    cfg = DEFAULT.override({"fleet.batteries": 7, "risk.alpha": 0.1, "frontier.risk_weights": [0, 1.5],
-                            "target.theta": 1, "output.plots": False, "market.prices_file": 'a "q".csv'})
+    cfg = DEFAULT.override(
+        {
+            "fleet.batteries": 7,
+            "risk.alpha": 0.1,
+            "frontier.risk_weights": [0, 1.5],
+            "target.theta": 1,
+            "output.plots": False,
+            "market.prices_file": 'a "q".csv',
+        }
+    )
     assert cfg.target.theta == 1.0 and isinstance(cfg.target.theta, float)
     assert cfg.frontier.risk_weights == (0.0, 1.5)
     assert load_config(_write(tmp_path, default_config_text(cfg))) == cfg
@@ -49,22 +58,25 @@ def test_keys_left_out_keep_their_defaults(tmp_path):
     assert dataclasses.replace(cfg, fleet=DEFAULT.fleet) == DEFAULT
 
 
-@pytest.mark.parametrize("text, key, line, why", [
-    ("[fleet]\nbatteries = 10\n\n[flet]\nseed = 1\n", "[flet]", 4, "unknown section"),
-    ("[fleet]\nbatteries = 10\nsize = 3\n", "fleet.size", 3, "unknown key"),
-    ("[fleet]\nbatteries = \"ten\"\n", "fleet.batteries", 2, "must be an integer"),
-    ("[fleet]\nbatteries = 2.5\n", "fleet.batteries", 2, "must be an integer"),
-    ("[fleet]\nbatteries = true\n", "fleet.batteries", 2, "must be an integer"),
-    ("[fleet]\nbatteries = 0\n", "fleet.batteries", 2, "at least 1"),
-    ("# c\n[risk]\nalpha = 1.5\n", "risk.alpha", 3, "(0, 1)"),
-    ("[risk]\nbaseline = \"median\"\n", "risk.baseline", 2, "'zero', 'expected'"),
-    ("[output]\nplots = 1\n", "output.plots", 2, "true or false"),
-    ("[frontier]\nrisk_weights = [0.0, -1.0]\n", "frontier.risk_weights", 2, ">= 0"),
-    ("[frontier]\nrisk_weights = 0.5\n", "frontier.risk_weights", 2, "list of numbers"),
-    ("[market]\nstart = \"1/1/2024\"\n", "market.start", 2, "YYYY-MM-DD"),
-    ("[scenarios]\nsamples = 10\ncount = 20\n", "scenarios.count", 3, "must not exceed"),
-    ("[coordination]\ndevices = 0\n", "coordination.devices", 2, "at least 1"),
-])
+@pytest.mark.parametrize(
+    "text, key, line, why",
+    [
+        ("[fleet]\nbatteries = 10\n\n[flet]\nseed = 1\n", "[flet]", 4, "unknown section"),
+        ("[fleet]\nbatteries = 10\nsize = 3\n", "fleet.size", 3, "unknown key"),
+        ('[fleet]\nbatteries = "ten"\n', "fleet.batteries", 2, "must be an integer"),
+        ("[fleet]\nbatteries = 2.5\n", "fleet.batteries", 2, "must be an integer"),
+        ("[fleet]\nbatteries = true\n", "fleet.batteries", 2, "must be an integer"),
+        ("[fleet]\nbatteries = 0\n", "fleet.batteries", 2, "at least 1"),
+        ("# c\n[risk]\nalpha = 1.5\n", "risk.alpha", 3, "(0, 1)"),
+        ('[risk]\nbaseline = "median"\n', "risk.baseline", 2, "'zero', 'expected'"),
+        ("[output]\nplots = 1\n", "output.plots", 2, "true or false"),
+        ("[frontier]\nrisk_weights = [0.0, -1.0]\n", "frontier.risk_weights", 2, ">= 0"),
+        ("[frontier]\nrisk_weights = 0.5\n", "frontier.risk_weights", 2, "list of numbers"),
+        ('[market]\nstart = "1/1/2024"\n', "market.start", 2, "YYYY-MM-DD"),
+        ("[scenarios]\nsamples = 10\ncount = 20\n", "scenarios.count", 3, "must not exceed"),
+        ("[coordination]\ndevices = 0\n", "coordination.devices", 2, "at least 1"),
+    ],
+)
 def test_bad_config_names_file_line_and_key(tmp_path, text, key, line, why):
     p = _write(tmp_path, text, "bad_config.toml")
     with pytest.raises(InputError) as info:
@@ -93,8 +105,22 @@ def test_run_with_a_bad_config_exits_2_and_writes_nothing(tmp_path, capsys):
 
 def test_flags_override_the_config_file(tmp_path):
     p = _write(tmp_path, "[fleet]\nbatteries = 8\nseed = 1\n[market]\nhistory_days = 60\n[risk]\nalpha = 0.1\n")
-    args = build_parser().parse_args(["run", "--config", str(p), "--batteries", "5", "--seed", "7",
-                                      "--out", "elsewhere", "--no-admm", "--theta", "0.3"])
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--config",
+            str(p),
+            "--batteries",
+            "5",
+            "--seed",
+            "7",
+            "--out",
+            "elsewhere",
+            "--no-admm",
+            "--theta",
+            "0.3",
+        ]
+    )
     cfg = run_config(args)
     assert cfg.fleet.batteries == 5  # the flag wins over the file's 8
     assert (cfg.fleet.seed, cfg.market.seed, cfg.scenarios.seed, cfg.forecast.seed) == (7, 7, 7, 7)
@@ -134,7 +160,18 @@ def test_help_texts_name_every_option(capsys):
             parser.parse_args(argv)
         assert info.value.code == 0
     text = capsys.readouterr().out
-    for word in ("run", "init-config", "coordinate", "--config", "--batteries", "--seed", "--quiet", "--force",
-                 "schedules.csv", "summary.json", "Exit codes"):
+    for word in (
+        "run",
+        "init-config",
+        "coordinate",
+        "--config",
+        "--batteries",
+        "--seed",
+        "--quiet",
+        "--force",
+        "schedules.csv",
+        "summary.json",
+        "Exit codes",
+    ):
         assert word in text, word
     assert isinstance(DEFAULT, RunConfig)

@@ -8,13 +8,13 @@ import typing
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from instances import SHAPES, make_instance, random_instance
 
-from jaxvpp import aggregator
-from jaxvpp.coordination import check_target, coordinate
+from jaxvpp.coordination import aggregator
+from jaxvpp.coordination.api import coordinate
+from jaxvpp.coordination.feasibility import check_target
 from jaxvpp.problem import Settings, make_fleet, synthetic_market
 from jaxvpp.reference import solve_fleet_reference
-
-from instances import SHAPES, make_instance, random_instance
 
 
 def _instance(seed: int):
@@ -46,7 +46,9 @@ def _check_against_centralized(fleet, market, settings, target):
     assert res.iterations <= 50
     ref = solve_fleet_reference(fleet, market, settings, target)
     assert abs(res.objective_eur - ref["objective_eur"]) <= 1e-6 * max(1.0, abs(ref["objective_eur"])), (
-        res.objective_eur, ref["objective_eur"])
+        res.objective_eur,
+        ref["objective_eur"],
+    )
     assert np.all(np.isfinite(np.asarray(res.solution.net_mw)))
     _check_constraints(fleet, settings, res.solution, target)
 
@@ -109,8 +111,9 @@ def test_admm_warm_start_continues_the_same_iteration():
     first = coordinate(fleet, market, target, settings, max_iter=10, **kw)
     more = coordinate(fleet, market, target, settings, max_iter=10, warm_start=first.history["_state"], **kw)
     both = coordinate(fleet, market, target, settings, max_iter=20, **kw)
-    np.testing.assert_allclose(more.history["coupling_residual_mw"], both.history["coupling_residual_mw"][10:],
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        more.history["coupling_residual_mw"], both.history["coupling_residual_mw"][10:], rtol=1e-6, atol=1e-9
+    )
     np.testing.assert_allclose(np.asarray(more.solution.net_mw), np.asarray(both.solution.net_mw), atol=1e-7)
 
 
@@ -151,8 +154,11 @@ def test_coupling_solve_against_numpy():
     B = rng.normal(size=(N, T, T))
     grade = np.logspace(-6, 2, T)  # the end game's graded diagonal: some steps nearly blocked
     curv = np.einsum("nij,nkj->nik", B, B) * grade[None, :, None] * grade[None, None, :]
-    msgs = aggregator.AgentMessage(curvature=jnp.asarray(curv), gradient=jnp.asarray(rng.normal(size=(N, T))),
-                                   net_mw=jnp.asarray(rng.normal(size=(N, T))))
+    msgs = aggregator.AgentMessage(
+        curvature=jnp.asarray(curv),
+        gradient=jnp.asarray(rng.normal(size=(N, T))),
+        net_mw=jnp.asarray(rng.normal(size=(N, T))),
+    )
     target = rng.normal(size=T)
     dlam, r = aggregator.solve_coupling(aggregator.factor_coupling(msgs), msgs, jnp.asarray(target))
     rhs = np.sum(np.asarray(msgs.net_mw), 0) - target + np.sum(np.asarray(msgs.gradient), 0)
@@ -167,8 +173,15 @@ def test_price_response_and_curvature_match_the_general_local_solve():
     solve with that price as its only right-hand side, and M_i = S_i K_i^-1 S~_i' is what that step maps to."""
     import jax
 
-    from jaxvpp.battery import _newton_once, build_qp, factor, num_rows
-    from jaxvpp.coordination import coupling_curvature, coupling_dual, coupling_map, coupling_panel, coupling_response
+    from jaxvpp.battery.kernel import factor, newton_once
+    from jaxvpp.battery.qp import build_qp, num_rows
+    from jaxvpp.coordination.aladin import (
+        coupling_curvature,
+        coupling_dual,
+        coupling_map,
+        coupling_panel,
+        coupling_response,
+    )
     from jaxvpp.problem import fleet_take, random_fleet
 
     T, K = 10, 4
@@ -181,10 +194,11 @@ def test_price_response_and_curvature_match_the_general_local_solve():
     Y = coupling_panel(fac)
     lam = jnp.asarray(rng.normal(size=T))
     zero = jnp.zeros(m)
-    want = _newton_once(qp, fac, s, z, coupling_dual(qp, sc, lam), zero, zero)
+    want = newton_once(qp, fac, s, z, coupling_dual(qp, sc, lam), zero, zero)
     got = coupling_response(qp, fac, Y, sc, s, z, lam)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12 * np.abs(b).max())
     # the curvature the battery sends: its net-power response to a price step is -M lam
-    np.testing.assert_allclose(np.asarray(coupling_map(sc, got[0])), -np.asarray(coupling_curvature(Y, sc) @ lam),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(coupling_map(sc, got[0])), -np.asarray(coupling_curvature(Y, sc) @ lam), rtol=1e-9, atol=1e-12
+    )

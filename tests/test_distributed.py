@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxvpp import distributed
 from jaxvpp.cli import main
+from jaxvpp.coordination import distributed
 from jaxvpp.problem import make_fleet, random_fleet
 
 WORKER = Path(__file__).resolve().parent / "sharded_worker.py"
@@ -33,8 +33,9 @@ def _env() -> dict:
 
 
 def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(WORKER), *args], capture_output=True, text=True, timeout=timeout,
-                          env=_env())
+    return subprocess.run(
+        [sys.executable, str(WORKER), *args], capture_output=True, text=True, timeout=timeout, env=_env()
+    )
 
 
 def _rel(a, b) -> float:
@@ -51,10 +52,10 @@ def _dual_gap(n: int, price) -> float:
     with the price, one device) and ``f*`` the coordinated optimum. Weak duality makes ``g <= f*`` for any
     ``lambda``; a gap near 0 shows ``lambda`` optimal whether or not the multiplier is unique."""
     import jax.numpy as jnp
-
-    from jaxvpp.battery import solve_batteries
-    from jaxvpp.coordination import coordinate
     from sharded_worker import instance
+
+    from jaxvpp.battery.solution import solve_batteries
+    from jaxvpp.coordination.api import coordinate
 
     fleet, market, settings, target = instance(n)
     lam = -np.asarray(price, float) * settings.dt_hours  # coupling price (EUR/MWh) -> multiplier (EUR/MW)
@@ -110,7 +111,7 @@ def test_cli_refuses_devices_it_cannot_have(tmp_path, capsys):
 
 
 def test_coordinate_devices_only_for_aladin():
-    from jaxvpp.coordination import coordinate
+    from jaxvpp.coordination.api import coordinate
     from jaxvpp.problem import synthetic_market
 
     with pytest.raises(ValueError, match="aladin"):
@@ -152,8 +153,16 @@ def test_two_processes_equal_one(four_devices):
     """Two processes on this machine (2 host devices each, gloo collectives over TCP) coordinate N = 7 over
     the 4 devices and give the single-device answer."""
     addr = f"127.0.0.1:{_free_port()}"
-    procs = [subprocess.Popen([sys.executable, str(WORKER), "process", addr, "2", str(i)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=_env()) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), "process", addr, "2", str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     if any(p.returncode for p in procs):
         err = "\n".join(o[1][-2000:] for o in outs)

@@ -14,7 +14,7 @@ from scipy.stats import norm
 
 from jaxvpp.cli import main
 from jaxvpp.errors import InputError
-from jaxvpp.forecasting import (
+from jaxvpp.market.forecasting import (
     LEVELS,
     ForecastConfig,
     cdf_from_quantiles,
@@ -27,7 +27,7 @@ from jaxvpp.forecasting import (
     rearrange,
     run_forecast,
 )
-from jaxvpp.ingress import PRICE, TIMESTAMP, delivery_day_steps, synthetic_prices, write_price_file
+from jaxvpp.market.ingress import PRICE, TIMESTAMP, delivery_day_steps, synthetic_prices, write_price_file
 
 FAST = ForecastConfig(max_iter=15, backtest_days=3, calibration_days=5, refit_every=7)
 LV = np.asarray(LEVELS)
@@ -174,8 +174,7 @@ def test_future_exogenous_rows_are_used() -> None:
 
 
 def test_qra_model_runs_and_is_calibrated_to_crossing_free_quantiles() -> None:
-    r = run_forecast(synthetic_prices(40, 60, seed=6), ForecastConfig(model="qra", backtest_days=3,
-                                                                      calibration_days=7))
+    r = run_forecast(synthetic_prices(40, 60, seed=6), ForecastConfig(model="qra", backtest_days=3, calibration_days=7))
     _check_quantiles(r.quantiles)
     _check_quantiles(r.backtest)
     assert r.metrics["model"] == "qra"
@@ -199,8 +198,21 @@ def test_cli_forecast_writes_recomputable_outputs(tmp_path, capsys) -> None:
     prices = tmp_path / "prices.csv"
     write_price_file(synthetic_prices(24, 60, seed=12), prices)
     out = tmp_path / "fc"
-    rc = main(["forecast", "--prices", str(prices), "--out", str(out), "--backtest-days", "3",
-               "--calibration-days", "5", "--max-iter", "15"])
+    rc = main(
+        [
+            "forecast",
+            "--prices",
+            str(prices),
+            "--out",
+            str(out),
+            "--backtest-days",
+            "3",
+            "--calibration-days",
+            "5",
+            "--max-iter",
+            "15",
+        ]
+    )
     assert rc == 0
     for name in ("quantiles.csv", "backtest.csv", "forecast_metrics.json", "risk_bands.png", "baseline_backtest.csv"):
         assert (out / name).is_file()
@@ -217,8 +229,9 @@ def test_cli_forecast_writes_recomputable_outputs(tmp_path, capsys) -> None:
     assert m["pinball_loss"] == pytest.approx(pinball(y, qq, LEVELS).mean(), rel=1e-4)  # recomputable
     assert m["coverage_90"] == pytest.approx(np.mean((y >= qq[:, 0]) & (y <= qq[:, -1])))
     base = pd.read_csv(out / "baseline_backtest.csv")
-    assert m["baseline_pinball_loss"] == pytest.approx(pinball(base["realised"].to_numpy(), base[cols].to_numpy(),
-                                                               LEVELS).mean(), rel=1e-4)
+    assert m["baseline_pinball_loss"] == pytest.approx(
+        pinball(base["realised"].to_numpy(), base[cols].to_numpy(), LEVELS).mean(), rel=1e-4
+    )
 
 
 def test_cli_forecast_bad_input(tmp_path, capsys) -> None:

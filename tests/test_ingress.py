@@ -11,7 +11,7 @@ import pytest
 
 from jaxvpp.cli import main
 from jaxvpp.errors import InputError
-from jaxvpp.ingress import (
+from jaxvpp.market.ingress import (
     MARKET_TZ,
     PRICE,
     TIMESTAMP,
@@ -217,7 +217,9 @@ def test_entsoe_new_csv_quarter_hours_marks_and_gaps(tmp_path) -> None:
         mark = f" ({ts.tzname()})"
         end = ts + pd.Timedelta(minutes=15)
         price = "n/e" if i == 50 else f"{50 + i / 10:.2f}"
-        rows.append(f'"{ts:%d/%m/%Y %H:%M:%S}{mark} - {end:%d/%m/%Y %H:%M:%S}{mark}","BZN|DE-LU","Sequence 1","PT15M","{price}"')
+        rows.append(
+            f'"{ts:%d/%m/%Y %H:%M:%S}{mark} - {end:%d/%m/%Y %H:%M:%S}{mark}","BZN|DE-LU","Sequence 1","PT15M","{price}"'
+        )
     path = tmp_path / "dap15.csv"
     path.write_text("\n".join(rows) + "\n")
     df = read_entsoe_csv(path)
@@ -289,8 +291,24 @@ def test_fetch_with_fake_client_converts_to_utc_and_caches(tmp_path, monkeypatch
 
 def test_cli_synthetic_and_fetch_import(tmp_path, capsys) -> None:
     out = tmp_path / "raw" / "prices.csv"
-    assert main(["synthetic", "--days", "3", "--resolution", "15", "--seed", "5", "--start", "2025-10-25",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "synthetic",
+                "--days",
+                "3",
+                "--resolution",
+                "15",
+                "--seed",
+                "5",
+                "--start",
+                "2025-10-25",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     df = read_price_file(out)
     assert list(_day_counts(df).values()) == [96, 100, 96]
     exp = tmp_path / "dap.csv"

@@ -100,8 +100,10 @@ def test_bom_crlf_and_blank_lines(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ bad fleets
-HEADER = "battery_id,capacity_mwh,power_mw,ramp_mw_per_h,soc_min,soc_max,soc_initial,eta_charge,eta_discharge," \
-         "risk_weight,degradation_eur_per_mwh,quadratic_cost_eur_per_mw2h\n"
+HEADER = (
+    "battery_id,capacity_mwh,power_mw,ramp_mw_per_h,soc_min,soc_max,soc_initial,eta_charge,eta_discharge,"
+    "risk_weight,degradation_eur_per_mwh,quadratic_cost_eur_per_mw2h\n"
+)
 OK_ROW = "ok,2,1.8,1.8,0.1,0.9,0.5,0.85,0.9,0.5,1,0.01\n"
 
 
@@ -140,7 +142,9 @@ BAD_FLEET_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("over,column,words", BAD_FLEET_ROWS, ids=[f"{c}-{i}" for i, (_, c, _) in enumerate(BAD_FLEET_ROWS)])
+@pytest.mark.parametrize(
+    "over,column,words", BAD_FLEET_ROWS, ids=[f"{c}-{i}" for i, (_, c, _) in enumerate(BAD_FLEET_ROWS)]
+)
 def test_bad_fleet_cell(tmp_path, over, column, words):
     text = HEADER + OK_ROW + OK_ROW.replace("ok", "ok2") + _row(**over)  # the bad battery is on line 4
     with pytest.raises(InputError) as ei:
@@ -230,21 +234,26 @@ def test_scenarios_empty_and_missing(tmp_path):
 
 
 def test_probabilities_within_tolerance_are_normalised(tmp_path):
-    _, market = io.read_scenarios(_write(tmp_path, "scenarios.csv", "scenario,probability,a\ns1,0.5000004,1\ns2,0.5,2\n"))
+    _, market = io.read_scenarios(
+        _write(tmp_path, "scenarios.csv", "scenario,probability,a\ns1,0.5000004,1\ns2,0.5,2\n")
+    )
     assert abs(float(np.sum(np.asarray(market.probabilities))) - 1.0) < 1e-15
 
 
 # ------------------------------------------------------------------------------------------------ bad targets
-@pytest.mark.parametrize("text,row,column,words", [
-    ("step,target_mw\n00:00,1\n01:00,2\n", None, "step", "2 steps, but the price scenarios have 3"),
-    ("step,target_mw\n00:00,1\n01:00,2\n02:00,3\n03:00,4\n", 5, "step", "4 steps"),
-    ("step,target_mw\n00:00,1\n01:00,x\n02:00,3\n", 3, "target_mw", "not a number"),
-    ("step,target_mw\n00:00,1\n01:00,nan\n02:00,3\n", 3, "target_mw", "NaN"),
-    ("step\n00:00\n", 1, "target_mw", "missing"),
-    ("step,target_mw,extra\n00:00,1,1\n", 1, "extra", "unknown"),
-    ("step,target_mw\n", 2, None, "no steps"),
-    ("step,target_mw\n00:00,1\n02:00,2\n01:00,3\n", 3, "step", "does not match"),
-])
+@pytest.mark.parametrize(
+    "text,row,column,words",
+    [
+        ("step,target_mw\n00:00,1\n01:00,2\n", None, "step", "2 steps, but the price scenarios have 3"),
+        ("step,target_mw\n00:00,1\n01:00,2\n02:00,3\n03:00,4\n", 5, "step", "4 steps"),
+        ("step,target_mw\n00:00,1\n01:00,x\n02:00,3\n", 3, "target_mw", "not a number"),
+        ("step,target_mw\n00:00,1\n01:00,nan\n02:00,3\n", 3, "target_mw", "NaN"),
+        ("step\n00:00\n", 1, "target_mw", "missing"),
+        ("step,target_mw,extra\n00:00,1,1\n", 1, "extra", "unknown"),
+        ("step,target_mw\n", 2, None, "no steps"),
+        ("step,target_mw\n00:00,1\n02:00,2\n01:00,3\n", 3, "step", "does not match"),
+    ],
+)
 def test_bad_target(tmp_path, text, row, column, words):
     with pytest.raises(InputError) as ei:
         io.read_target(_write(tmp_path, "target.csv", text), 3, step_labels=["00:00", "01:00", "02:00"])
@@ -304,10 +313,10 @@ def test_write_outputs_failure_leaves_no_new_directory(tmp_path):
     out = tmp_path / "fresh"
 
     class Boom:
-        def encode(self, *_):
+        def __bytes__(self):
             raise RuntimeError("boom")
 
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError):
         io.write_outputs(out, {"a.csv": "fine\n", "b.csv": Boom()})  # type: ignore[dict-item]
     assert not out.exists() and os.listdir(tmp_path) == []
     with pytest.raises(ValueError):
@@ -350,8 +359,9 @@ def test_random_fleet_round_trip(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-_ids = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp")),
-               min_size=1, max_size=8)
+_ids = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1, max_size=8
+)
 
 
 @st.composite

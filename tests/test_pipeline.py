@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from jaxvpp import io
-from jaxvpp.cli import build_parser, run_config
+from jaxvpp.cli import build_parser
+from jaxvpp.cli.run import run_config
 from jaxvpp.config import load_config
 from jaxvpp.pipeline import run
 
@@ -37,13 +38,38 @@ dpi = 40
 """
 N = 8  # the command line's --batteries overrides the file's 5
 
-RESULTS = ("schedules.csv", "schedules_uncoordinated.csv", "summary.json", "convergence.csv", "convergence_admm.csv",
-           "frontier.csv", "fleet.csv", "target.csv", "scenarios.csv", "quantiles.csv", "forecast_metrics.json",
-           "config.toml", "risk_bands.png", "scenarios.png", "schedule.png", "soc.png", "convergence.png",
-           "frontier.png")
-PROCESSED = ("quantiles.csv", "backtest.csv", "baseline_backtest.csv", "forecast_metrics.json", "scenarios.csv",
-             "scenario_samples.csv", "scenario_metrics.json", "scenarios_tail.csv", "scenarios_kmeans.csv",
-             "scenarios_medoids.csv")
+RESULTS = (
+    "schedules.csv",
+    "schedules_uncoordinated.csv",
+    "summary.json",
+    "convergence.csv",
+    "convergence_admm.csv",
+    "frontier.csv",
+    "fleet.csv",
+    "target.csv",
+    "scenarios.csv",
+    "quantiles.csv",
+    "forecast_metrics.json",
+    "config.toml",
+    "risk_bands.png",
+    "scenarios.png",
+    "schedule.png",
+    "soc.png",
+    "convergence.png",
+    "frontier.png",
+)
+PROCESSED = (
+    "quantiles.csv",
+    "backtest.csv",
+    "baseline_backtest.csv",
+    "forecast_metrics.json",
+    "scenarios.csv",
+    "scenario_samples.csv",
+    "scenario_metrics.json",
+    "scenarios_tail.csv",
+    "scenarios_kmeans.csv",
+    "scenarios_medoids.csv",
+)
 
 
 def _cli(argv: list[str]) -> tuple[int, str, str]:
@@ -61,8 +87,9 @@ def small_run(tmp_path_factory):
     cfg = base / "small.toml"
     cfg.write_text(SMALL)
     out, data = base / "results", base / "data"
-    rc, stdout, stderr = _cli(["run", "--config", str(cfg), "--batteries", str(N), "--out", str(out),
-                               "--data-dir", str(data)])
+    rc, stdout, stderr = _cli(
+        ["run", "--config", str(cfg), "--batteries", str(N), "--out", str(out), "--data-dir", str(data)]
+    )
     assert rc == 0, stderr
     return base, out, data, stdout
 
@@ -82,8 +109,21 @@ def test_every_output_file_is_written(small_run):
 def test_progress_display_and_live_aladin_log(small_run):
     *_, stdout = small_run
     lines = stdout.splitlines()
-    for k, phase in enumerate(("market", "forecast", "scenarios", "fleet", "uncoordinated", "target", "ALADIN",
-                               "ADMM", "frontier", "outputs"), start=1):
+    for k, phase in enumerate(
+        (
+            "market",
+            "forecast",
+            "scenarios",
+            "fleet",
+            "uncoordinated",
+            "target",
+            "ALADIN",
+            "ADMM",
+            "frontier",
+            "outputs",
+        ),
+        start=1,
+    ):
         done = [ln for ln in lines if ln.startswith(f"[{k:>2}/10] {phase} ") and ln.endswith(" s)")]
         assert len(done) == 1, (phase, lines)
     summary = json.loads((small_run[1] / "summary.json").read_text())
@@ -99,13 +139,31 @@ def test_summary_converged_and_target_met(small_run):
     s = json.loads((out / "summary.json").read_text())
     assert s["converged"] is True and s["status"] == "converged" and s["num_batteries"] == N
     assert s["devices"] == 1 and s["config"]["coordination"]["devices"] == 1
-    for key in ("iterations", "objective_eur", "expected_revenue_eur", "cvar_eur", "coupling_residual_mw",
-                "coupling_price_eur_per_mwh", "phase_wall_time_s", "wall_time_s"):
+    for key in (
+        "iterations",
+        "objective_eur",
+        "expected_revenue_eur",
+        "cvar_eur",
+        "coupling_residual_mw",
+        "coupling_price_eur_per_mwh",
+        "phase_wall_time_s",
+        "wall_time_s",
+    ):
         assert key in s, key
     for side in ("coordinated", "uncoordinated"):
         assert {"objective_eur", "expected_revenue_eur", "cvar_eur", "realised_revenue_eur"} <= set(s[side])
-    assert set(s["phase_wall_time_s"]) == {"market", "forecast", "scenarios", "fleet", "uncoordinated", "target",
-                                           "ALADIN", "ADMM", "frontier", "outputs"}
+    assert set(s["phase_wall_time_s"]) == {
+        "market",
+        "forecast",
+        "scenarios",
+        "fleet",
+        "uncoordinated",
+        "target",
+        "ALADIN",
+        "ADMM",
+        "frontier",
+        "outputs",
+    }
     ids, _, c, d, e = io.schedules_arrays(io.read_schedules(out / "schedules.csv"))
     assert len(ids) == N
     target = pd.read_csv(out / "target.csv")["target_mw"].to_numpy()
@@ -155,8 +213,21 @@ def test_files_agree_with_each_other(small_run):
     prices = pd.read_csv(data / "raw" / "prices.csv", keep_default_na=False)
     assert list(prices["timestamp"].iloc[-24:]) == steps and (prices["price_eur_per_mwh"].iloc[-24:] == "").all()
     assert list(pd.read_csv(data / "raw" / "realised.csv")["timestamp"]) == steps
-    expected = run_config(build_parser().parse_args(["run", "--config", str(base / "small.toml"), "--batteries",
-                                                     str(N), "--out", str(out), "--data-dir", str(data)]))
+    expected = run_config(
+        build_parser().parse_args(
+            [
+                "run",
+                "--config",
+                str(base / "small.toml"),
+                "--batteries",
+                str(N),
+                "--out",
+                str(out),
+                "--data-dir",
+                str(data),
+            ]
+        )
+    )
     assert load_config(out / "config.toml") == expected  # the effective config, flags applied
 
 
@@ -189,8 +260,22 @@ def test_infeasible_target_exits_3_and_writes_nothing(small_run, tmp_path):
     tp = tmp_path / "target.csv"
     tp.write_text(io.target_csv(list(steps), target))
     out, data = tmp_path / "results", tmp_path / "data"
-    rc, _, err = _cli(["run", "--config", str(base / "small.toml"), "--batteries", str(N), "--target", str(tp),
-                       "--out", str(out),
-                       "--data-dir", str(data), "--no-admm", "--quiet"])
+    rc, _, err = _cli(
+        [
+            "run",
+            "--config",
+            str(base / "small.toml"),
+            "--batteries",
+            str(N),
+            "--target",
+            str(tp),
+            "--out",
+            str(out),
+            "--data-dir",
+            str(data),
+            "--no-admm",
+            "--quiet",
+        ]
+    )
     assert rc == 3 and "infeasible target" in err and "exceeds the fleet's discharge power" in err
     assert not out.exists() and not data.exists()

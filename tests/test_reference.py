@@ -140,19 +140,26 @@ def _solve_dense(qp: dict) -> np.ndarray:
     x = cp.Variable(qp["q"].size)
     A, lo, hi = qp["A"], qp["l"], qp["u"]
     fl, fu = np.isfinite(lo), np.isfinite(hi)
-    prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(x, cp.psd_wrap(qp["P"])) + qp["q"] @ x),
-                      [A[fl] @ x >= lo[fl], A[fu] @ x <= hi[fu]])
+    prob = cp.Problem(
+        cp.Minimize(0.5 * cp.quad_form(x, cp.psd_wrap(qp["P"])) + qp["q"] @ x),
+        [A[fl] @ x >= lo[fl], A[fu] @ x <= hi[fu]],
+    )
     prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, max_iter=400)
     assert prob.status == "optimal", prob.status
     return np.asarray(x.value)
 
 
-@pytest.mark.parametrize("seed,baseline,dt,alpha", [(0, "zero", 1.0, 0.05), (1, "expected", 0.25, 0.2),
-                                                    (2, "zero", 0.5, 0.5)])
+@pytest.mark.parametrize(
+    "seed,baseline,dt,alpha", [(0, "zero", 1.0, 0.05), (1, "expected", 0.25, 0.2), (2, "zero", 0.5, 0.5)]
+)
 def test_dense_qp_matches_cvxpy_model(seed, baseline, dt, alpha):
     fleet = random_fleet(4, seed=seed, spread=1.5)
-    extra = make_fleet(2, risk_weight=np.array([0.0, 1.0]), quadratic_cost_eur_per_mw2h=np.array([0.0, 0.0]),
-                       ramp_mw_per_h=np.array([np.inf, 0.7]))
+    extra = make_fleet(
+        2,
+        risk_weight=np.array([0.0, 1.0]),
+        quadratic_cost_eur_per_mw2h=np.array([0.0, 0.0]),
+        ramp_mw_per_h=np.array([np.inf, 0.7]),
+    )
     market = synthetic_market(6, 8, seed=seed, dt_hours=dt)
     w = np.asarray(market.probabilities).copy()
     w[0] = 0.0  # a zero-probability scenario must not matter
@@ -188,8 +195,11 @@ def test_stacked_equals_loop_and_feasible():
     stacked = solve_fleet_reference(fleet, market, st_, mode="stacked")
     loop = solve_fleet_reference(fleet, market, st_, mode="loop")
     assert stacked["status"] == loop["status"] == "optimal"
-    np.testing.assert_allclose(stacked["objective_per_battery_eur"], loop["objective_per_battery_eur"],
-                               atol=TOL * max(1.0, abs(stacked["objective_eur"])))
+    np.testing.assert_allclose(
+        stacked["objective_per_battery_eur"],
+        loop["objective_per_battery_eur"],
+        atol=TOL * max(1.0, abs(stacked["objective_eur"])),
+    )
     assert abs(stacked["objective_eur"] - loop["objective_eur"]) <= TOL * max(1.0, abs(loop["objective_eur"]))
     for key in ("build_time_s", "solve_time_s", "wall_time_s"):
         assert stacked[key] >= 0 and loop[key] >= 0
@@ -257,8 +267,13 @@ def test_extra_terms_prox():
 
 @pytest.mark.parametrize("risk,q,deg", list(itertools.product([0.0, 0.5], [0.0, 0.01], [0.0, 1.0])))
 def test_lp_and_risk_neutral_cases_solve(risk, q, deg):
-    fleet = make_fleet(2, risk_weight=risk, quadratic_cost_eur_per_mw2h=q, degradation_eur_per_mwh=deg,
-                       ramp_mw_per_h=np.array([1.8, np.inf]))
+    fleet = make_fleet(
+        2,
+        risk_weight=risk,
+        quadratic_cost_eur_per_mw2h=q,
+        degradation_eur_per_mwh=deg,
+        ramp_mw_per_h=np.array([1.8, np.inf]),
+    )
     market = synthetic_market(5, 8, seed=1)
     res = solve_fleet_reference(fleet, market, Settings(baseline="expected"))
     assert res["status"] == "optimal"

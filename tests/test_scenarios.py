@@ -13,9 +13,9 @@ from scipy.stats import norm
 from jaxvpp import io
 from jaxvpp.cli import main
 from jaxvpp.errors import InputError
-from jaxvpp.forecasting import LEVELS, level_columns
-from jaxvpp.ingress import TIMESTAMP, delivery_day_steps, synthetic_prices, write_price_file
-from jaxvpp.scenarios import (
+from jaxvpp.market.forecasting import LEVELS, level_columns
+from jaxvpp.market.ingress import TIMESTAMP, delivery_day_steps, synthetic_prices, write_price_file
+from jaxvpp.market.scenarios import (
     ar1_correlation,
     backtest_pit_matrix,
     build_scenarios,
@@ -64,8 +64,9 @@ def test_copula_correlation_recovered_on_data_with_known_correlation() -> None:
     rng = np.random.default_rng(7)
     z = rng.standard_normal((n, T)) @ np.linalg.cholesky(C).T
     # arbitrary monotone marginals: heavy right tail, negative values, a cubic
-    x = np.column_stack([np.exp(z[:, t]) if t % 3 == 0 else (z[:, t] ** 3 if t % 3 == 1 else 50 + 20 * z[:, t])
-                         for t in range(T)])
+    x = np.column_stack(
+        [np.exp(z[:, t]) if t % 3 == 0 else (z[:, t] ** 3 if t % 3 == 1 else 50 + 20 * z[:, t]) for t in range(T)]
+    )
     est = copula_correlation(x)
     assert np.max(np.abs(est - C)) < 0.05
     assert np.all(np.linalg.eigvalsh(est) > 0) and np.allclose(np.diag(est), 1)
@@ -182,10 +183,40 @@ def test_cli_forecast_then_scenarios(tmp_path, capsys) -> None:
     prices = tmp_path / "prices.csv"
     write_price_file(synthetic_prices(26, 60, seed=31), prices)
     out = tmp_path / "run"
-    assert main(["forecast", "--prices", str(prices), "--out", str(out), "--backtest-days", "6",
-                 "--calibration-days", "5", "--max-iter", "15"]) == 0
-    assert main(["scenarios", "--quantiles", str(out / "quantiles.csv"), "--samples", "400", "--k", "12",
-                 "--confidence", "0.9"]) == 0
+    assert (
+        main(
+            [
+                "forecast",
+                "--prices",
+                str(prices),
+                "--out",
+                str(out),
+                "--backtest-days",
+                "6",
+                "--calibration-days",
+                "5",
+                "--max-iter",
+                "15",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "scenarios",
+                "--quantiles",
+                str(out / "quantiles.csv"),
+                "--samples",
+                "400",
+                "--k",
+                "12",
+                "--confidence",
+                "0.9",
+            ]
+        )
+        == 0
+    )
     steps, market = io.read_scenarios(out / "scenarios.csv")
     assert np.asarray(market.prices).shape == (12, 24) and len(steps) == 24
     m = json.loads((out / "scenario_metrics.json").read_text())
@@ -199,8 +230,10 @@ def test_cli_forecast_then_scenarios(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as ex:
         main(["scenarios", "--quantiles", str(out / "quantiles.csv"), "--alpha", "0.05", "--confidence", "0.95"])
     assert ex.value.code == 2
-    assert main(["scenarios", "--quantiles", str(out / "quantiles.csv"), "--alpha", "1.5",
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(["scenarios", "--quantiles", str(out / "quantiles.csv"), "--alpha", "1.5", "--out", str(tmp_path / "x")])
+        == 2
+    )
     bad = tmp_path / "q.csv"
     bad.write_text("timestamp,q0.05,q0.50,q0.95\n2025-01-01T00:00Z,1,2,3\n2025-01-01T01:00Z,5,4,6\n")
     assert main(["scenarios", "--quantiles", str(bad), "--out", str(tmp_path / "x")]) == 2

@@ -21,13 +21,13 @@ import pandas as pd
 import pytest
 
 from jaxvpp import io
-from jaxvpp.battery import solve_batteries
+from jaxvpp.battery.solution import solve_batteries
 from jaxvpp.cli import main
-from jaxvpp.coordination import coordinate
+from jaxvpp.coordination.api import coordinate
 from jaxvpp.problem import FLEET_COLUMNS, Settings, random_fleet, synthetic_market
 from jaxvpp.reference import solve_fleet_reference
-from jaxvpp.sensitivity import sensitivities
-from jaxvpp.sweep import parse_values, sweep
+from jaxvpp.studies.sensitivity import sensitivities
+from jaxvpp.studies.sweeps import parse_values, sweep
 
 N, K, T = 3, 4, 12
 RTOL = 1e-4
@@ -51,9 +51,11 @@ def instance(seed: int = 2, capacity=(1.5, 6.0, 1.5)):
     state-of-charge limits have non-zero gradients) while at every step at least one battery is free.
     """
     fleet = random_fleet(N, seed=seed)
-    fleet = fleet._replace(capacity_mwh=fleet.capacity_mwh * jnp.asarray(capacity),
-                           quadratic_cost_eur_per_mw2h=jnp.asarray([12.0, 20.0, 30.0]),
-                           degradation_eur_per_mwh=0.2 * fleet.degradation_eur_per_mwh)
+    fleet = fleet._replace(
+        capacity_mwh=fleet.capacity_mwh * jnp.asarray(capacity),
+        quadratic_cost_eur_per_mw2h=jnp.asarray([12.0, 20.0, 30.0]),
+        degradation_eur_per_mwh=0.2 * fleet.degradation_eur_per_mwh,
+    )
     market = synthetic_market(K, T, seed=seed)
     settings = Settings(alpha=0.25)
     free = np.asarray(jnp.sum(solve_batteries(fleet, market, settings).net_mw, axis=0))
@@ -90,8 +92,10 @@ def test_objective_gradient_matches_clarabel_finite_differences(smooth):
             if not np.isfinite(v[i]):
                 continue
             h = 1e-4 * max(1.0, abs(v[i]))
-            fd = (obj(fl=fleet._replace(**{col: jnp.asarray(v).at[i].add(h)}))
-                  - obj(fl=fleet._replace(**{col: jnp.asarray(v).at[i].add(-h)}))) / (2 * h)
+            fd = (
+                obj(fl=fleet._replace(**{col: jnp.asarray(v).at[i].add(h)}))
+                - obj(fl=fleet._replace(**{col: jnp.asarray(v).at[i].add(-h)}))
+            ) / (2 * h)
             _close(float(s.d_objective_d_fleet[col][i]), fd, f"{col}[{i}]")
     for t in range(T):
         h = 1e-3
@@ -100,18 +104,23 @@ def test_objective_gradient_matches_clarabel_finite_differences(smooth):
     h = 1e-4
     fd = (obj(st=Settings(alpha=settings.alpha + h)) - obj(st=Settings(alpha=settings.alpha - h))) / (2 * h)
     _close(s.d_objective_d_alpha, fd, "alpha")
-    fd = (obj(st=Settings(alpha=settings.alpha, dt_hours=1 + h))
-          - obj(st=Settings(alpha=settings.alpha, dt_hours=1 - h))) / (2 * h)
+    fd = (
+        obj(st=Settings(alpha=settings.alpha, dt_hours=1 + h)) - obj(st=Settings(alpha=settings.alpha, dt_hours=1 - h))
+    ) / (2 * h)
     _close(s.d_objective_d_dt_hours, fd, "dt_hours")
     for k, t in [(0, 3), (2, 9), (3, 11)]:
         h = 1e-3
-        fd = (obj(mk=market._replace(prices=market.prices.at[k, t].add(h)))
-              - obj(mk=market._replace(prices=market.prices.at[k, t].add(-h)))) / (2 * h)
+        fd = (
+            obj(mk=market._replace(prices=market.prices.at[k, t].add(h)))
+            - obj(mk=market._replace(prices=market.prices.at[k, t].add(-h)))
+        ) / (2 * h)
         _close(float(s.d_objective_d_prices[k, t]), fd, f"price[{k},{t}]")
     dw = np.array([0.0, 1.0, 0.0, -1.0])  # a direction that keeps the probabilities summing to 1
     h = 1e-5
-    fd = (obj(mk=market._replace(probabilities=market.probabilities + h * dw))
-          - obj(mk=market._replace(probabilities=market.probabilities - h * dw))) / (2 * h)
+    fd = (
+        obj(mk=market._replace(probabilities=market.probabilities + h * dw))
+        - obj(mk=market._replace(probabilities=market.probabilities - h * dw))
+    ) / (2 * h)
     _close(float(s.d_objective_d_probabilities @ dw), fd, "probabilities")
 
 
@@ -124,10 +133,16 @@ def test_jacobians_of_revenue_cvar_and_price_match_finite_differences(smooth):
         rp = reference(fleet._replace(**{col: v.at[i].add(h)}), market, settings, target)
         rm = reference(fleet._replace(**{col: v.at[i].add(-h)}), market, settings, target)
         for j in range(N):
-            _close(J["expected_revenue_eur"][f"fleet.{col}"][j, i],
-                   (rp["expected_revenue_eur"][j] - rm["expected_revenue_eur"][j]) / (2 * h), f"rev[{j}]/{col}[{i}]")
-            _close(J["cvar_eur"][f"fleet.{col}"][j, i], (rp["cvar_eur"][j] - rm["cvar_eur"][j]) / (2 * h),
-                   f"cvar[{j}]/{col}[{i}]")
+            _close(
+                J["expected_revenue_eur"][f"fleet.{col}"][j, i],
+                (rp["expected_revenue_eur"][j] - rm["expected_revenue_eur"][j]) / (2 * h),
+                f"rev[{j}]/{col}[{i}]",
+            )
+            _close(
+                J["cvar_eur"][f"fleet.{col}"][j, i],
+                (rp["cvar_eur"][j] - rm["cvar_eur"][j]) / (2 * h),
+                f"cvar[{j}]/{col}[{i}]",
+            )
         fd = (rp["coupling_price_eur_per_mwh"] - rm["coupling_price_eur_per_mwh"]) / (2 * h)
         for t in range(T):
             _close(J["coupling_price_eur_per_mwh"][f"fleet.{col}"][t, i], fd[t], f"price[{t}]/{col}[{i}]")
@@ -144,11 +159,13 @@ def test_envelope_identity_and_coupling_price(smooth):
     costs the coupling price (EUR/MWh) times the step's length; the price matches Clarabel's dual."""
     fleet, market, settings, target, s = smooth
     scale = np.max(np.abs(s.coupling_price_eur_per_mwh))
-    np.testing.assert_allclose(s.d_objective_d_target, settings.dt_hours * s.coupling_price_eur_per_mwh,
-                               rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(
+        s.d_objective_d_target, settings.dt_hours * s.coupling_price_eur_per_mwh, rtol=0, atol=1e-6 * scale
+    )
     ref = reference(fleet, market, settings, target)
-    np.testing.assert_allclose(s.coupling_price_eur_per_mwh, ref["coupling_price_eur_per_mwh"], rtol=0,
-                               atol=1e-6 * scale)
+    np.testing.assert_allclose(
+        s.coupling_price_eur_per_mwh, ref["coupling_price_eur_per_mwh"], rtol=0, atol=1e-6 * scale
+    )
 
 
 def test_degenerate_instance_is_flagged():
@@ -166,9 +183,10 @@ def test_uncoordinated_gradient_matches_clarabel():
     for col, i in [("risk_weight", 0), ("capacity_mwh", 0), ("eta_discharge", 2)]:
         v = jnp.asarray(getattr(fleet, col))
         h = 1e-4 * max(1.0, abs(float(v[i])))
-        fd = (reference(fleet._replace(**{col: v.at[i].add(h)}), market, settings)["objective_eur"]
-              - reference(fleet._replace(**{col: v.at[i].add(-h)}), market, settings)["objective_eur"]
-              ) / (2 * h)
+        fd = (
+            reference(fleet._replace(**{col: v.at[i].add(h)}), market, settings)["objective_eur"]
+            - reference(fleet._replace(**{col: v.at[i].add(-h)}), market, settings)["objective_eur"]
+        ) / (2 * h)
         _close(float(s.d_objective_d_fleet[col][i]), fd, f"{col}[{i}]")
 
 
@@ -195,9 +213,9 @@ def test_coordinated_sweep_rows_equal_separate_runs():
 
 def test_sweep_with_one_problem_per_chunk_equals_separate_runs(monkeypatch):
     """Large fleets run one problem per chunk (a plain lax.map, no vmap): the same rows."""
-    import jaxvpp.sweep
+    import jaxvpp.studies.sweeps
 
-    monkeypatch.setattr(jaxvpp.sweep, "CHUNK_BATTERIES", 1)
+    monkeypatch.setattr(jaxvpp.studies.sweeps, "CHUNK_BATTERIES", 1)
     fleet, market, settings, target = instance()
     values = np.array([0.4, 0.6, 0.8, 1.0])  # four problems: a shape no other test traces with another chunking
     table, _ = sweep(fleet, market, settings, target, "target_scale", values)
@@ -251,8 +269,24 @@ def files(tmp_path: Path):
 def test_sensitivity_command_writes_documented_columns(files, tmp_path, smooth):
     fp, sp, tp = files
     out = tmp_path / "sens"
-    assert main(["sensitivity", "--fleet", str(fp), "--scenarios", str(sp), "--target", str(tp), "--alpha", "0.25",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sensitivity",
+                "--fleet",
+                str(fp),
+                "--scenarios",
+                str(sp),
+                "--target",
+                str(tp),
+                "--alpha",
+                "0.25",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     per_b = pd.read_csv(out / "sensitivities.csv")
     assert list(per_b.columns) == ["battery_id"] + [f"d_objective_d_{c}" for c in FLEET_COLUMNS]
     assert list(per_b.battery_id) == ["b0", "b1", "b2"]
@@ -260,8 +294,11 @@ def test_sensitivity_command_writes_documented_columns(files, tmp_path, smooth):
     for c in FLEET_COLUMNS:
         np.testing.assert_allclose(per_b[f"d_objective_d_{c}"], s.d_objective_d_fleet[c], rtol=1e-5, atol=1e-6)
     per_t = pd.read_csv(out / "price_sensitivities.csv")
-    assert list(per_t.columns) == (["step"] + [f"d_objective_d_price_sc{k}" for k in range(K)]
-                                   + ["d_objective_d_target_mw", "coupling_price_eur_per_mwh"])
+    assert list(per_t.columns) == (
+        ["step"]
+        + [f"d_objective_d_price_sc{k}" for k in range(K)]
+        + ["d_objective_d_target_mw", "coupling_price_eur_per_mwh"]
+    )
     assert len(per_t) == T
     np.testing.assert_allclose(per_t.d_objective_d_price_sc2, s.d_objective_d_prices[2], rtol=1e-5, atol=1e-8)
     summary = json.loads((out / "summary.json").read_text())
@@ -272,24 +309,54 @@ def test_sensitivity_command_writes_documented_columns(files, tmp_path, smooth):
 def test_sweep_command_writes_table_and_plot(files, tmp_path):
     fp, sp, _ = files
     out = tmp_path / "sw"
-    assert main(["sweep", "--fleet", str(fp), "--scenarios", str(sp), "--alpha", "0.25", "--param", "risk_weight",
-                 "--values", "0:2:3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--fleet",
+                str(fp),
+                "--scenarios",
+                str(sp),
+                "--alpha",
+                "0.25",
+                "--param",
+                "risk_weight",
+                "--values",
+                "0:2:3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out / "sweep.csv")
-    assert list(table.columns) == ["risk_weight", "objective_eur", "expected_revenue_eur", "degradation_eur",
-                                   "expected_profit_eur", "cvar_eur", "converged", "status", "iterations",
-                                   "coupling_residual_mw"]
+    assert list(table.columns) == [
+        "risk_weight",
+        "objective_eur",
+        "expected_revenue_eur",
+        "degradation_eur",
+        "expected_profit_eur",
+        "cvar_eur",
+        "converged",
+        "status",
+        "iterations",
+        "coupling_residual_mw",
+    ]
     np.testing.assert_allclose(table.risk_weight, [0.0, 1.0, 2.0])
     assert table.converged.all()
     assert (out / "frontier.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("argv, where", [
-    (["sweep", "--param", "risk_weight", "--values", "0:2:x"], "--values"),
-    (["sweep", "--param", "alpha", "--values", "0.1,1.5"], "--values"),
-    (["sweep", "--param", "volume", "--values", "1,2"], "--param"),
-    (["sweep", "--param", "target_scale", "--values", "1,2"], "--param"),
-    (["sensitivity", "--alpha", "2"], "--alpha"),
-])
+@pytest.mark.parametrize(
+    "argv, where",
+    [
+        (["sweep", "--param", "risk_weight", "--values", "0:2:x"], "--values"),
+        (["sweep", "--param", "alpha", "--values", "0.1,1.5"], "--values"),
+        (["sweep", "--param", "volume", "--values", "1,2"], "--param"),
+        (["sweep", "--param", "target_scale", "--values", "1,2"], "--param"),
+        (["sensitivity", "--alpha", "2"], "--alpha"),
+    ],
+)
 def test_bad_parameters_exit_2_and_write_nothing(argv, where, files, tmp_path, capsys):
     fp, sp, _ = files
     out = tmp_path / "out"
@@ -307,8 +374,10 @@ def test_bad_file_exits_2_naming_file_row_column(command, files, tmp_path, capsy
     bad.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
     extra = ["--param", "risk_weight", "--values", "0,1"] if command == "sweep" else []
-    assert main([command, "--fleet", str(fp), "--scenarios", str(sp), "--target", str(bad), *extra,
-                 "--out", str(out)]) == 2
+    assert (
+        main([command, "--fleet", str(fp), "--scenarios", str(sp), "--target", str(bad), *extra, "--out", str(out)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "bad_target.csv" in err and "row 4" in err and "target_mw" in err
     assert not out.exists()

@@ -4,7 +4,7 @@ The batteries of interior-point ALADIN are independent except for the aggregator
 gradient and net power; objective, duality gap and mu for reporting) and the fleet-wide step length and
 residual measures (min and max). So the fleet's arrays are split along the battery axis over a
 one-axis device mesh (``jax.sharding.Mesh``, axis ``"batteries"``, ``NamedSharding(mesh, P("batteries"))``)
-and the SAME jitted :func:`jaxvpp.coordination.aladin_ipm` runs on them: XLA's SPMD partitioner keeps the
+and the SAME jitted :func:`jaxvpp.coordination.aladin.aladin_ipm` runs on them: XLA's SPMD partitioner keeps the
 per-battery work on the device that holds the battery and turns the battery-axis reductions into
 all-reduces; the aggregator's T x T solve is replicated. Nothing else crosses devices.
 
@@ -21,15 +21,21 @@ own shard on its devices and gathers the result at the end.
 
 from __future__ import annotations
 
-import numpy as np
+import re
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxvpp.coordination.aladin import ALADINState, LocalState, aladin_ipm
 
 AXIS = "batteries"  #: the mesh axis the fleet is split along
-CPU_HINT = ("on a CPU, JAX shows several devices only when told before it starts: `jaxvpp coordinate --devices N` "
-            "does so itself; in Python call jaxvpp.distributed.use_cpu_devices(N) right after importing jaxvpp, or "
-            "set XLA_FLAGS=--xla_force_host_platform_device_count=N in the environment")
+CPU_HINT = (
+    "on a CPU, JAX shows several devices only when told before it starts: `jaxvpp coordinate --devices N` "
+    "does so itself; in Python call jaxvpp.coordination.distributed.use_cpu_devices(N) right after importing jaxvpp, or "
+    "set XLA_FLAGS=--xla_force_host_platform_device_count=N in the environment"
+)
 
 
 def use_cpu_devices(n: int) -> bool:
@@ -47,8 +53,7 @@ def use_cpu_devices(n: int) -> bool:
     return True
 
 
-def initialize(coordinator_address: str, num_processes: int, process_id: int, local_devices: int | None = None
-               ) -> None:
+def initialize(coordinator_address: str, num_processes: int, process_id: int, local_devices: int | None = None) -> None:
     """Join a multi-process (multi-host) run: ``jax.distributed.initialize`` with gloo collectives on CPU.
 
     Call it in every process before any JAX computation. ``coordinator_address`` is ``host:port`` of
@@ -59,8 +64,9 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, lo
     if local_devices is not None and not use_cpu_devices(local_devices):
         raise RuntimeError("initialize() must run before JAX starts (before any array is created)")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
 
 
 def fleet_mesh(devices: int) -> Mesh:
@@ -74,11 +80,14 @@ def fleet_mesh(devices: int) -> Mesh:
     have = jax.devices()
     if devices > len(have):
         kind = have[0].platform
-        raise ValueError(f"{devices} devices requested but JAX sees {len(have)} ({kind})"
-                         + (f"; {CPU_HINT}" if kind == "cpu" else ""))
+        raise ValueError(
+            f"{devices} devices requested but JAX sees {len(have)} ({kind})"
+            + (f"; {CPU_HINT}" if kind == "cpu" else "")
+        )
     if jax.process_count() > 1 and devices != len(have):
-        raise ValueError(f"a run over {jax.process_count()} processes must use all their {len(have)} devices, "
-                         f"got devices={devices}")
+        raise ValueError(
+            f"a run over {jax.process_count()} processes must use all their {len(have)} devices, got devices={devices}"
+        )
     return Mesh(np.asarray(have[:devices]), (AXIS,))
 
 
@@ -96,9 +105,11 @@ def pad_fleet(tree, multiple: int):
 
 def pad_batteries(tree, extra: int):
     """``tree`` with ``extra`` copies of the last battery appended along every leaf's leading axis (numpy)."""
+
     def pad(a):
         a = np.asarray(a)
         return a if extra == 0 else np.concatenate([a, np.repeat(a[-1:], extra, axis=0)], axis=0)
+
     return jax.tree.map(pad, tree)
 
 
@@ -108,10 +119,12 @@ def place(tree, mesh: Mesh, split: bool):
     Built shard by shard (``jax.make_array_from_callback``), so in a multi-process run each process
     transfers only the part its devices hold.
     """
+
     def put(a):
         a = np.asarray(a)
         sharding = NamedSharding(mesh, P(AXIS) if split else P())
         return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
     return jax.tree.map(put, tree)
 
 
@@ -124,21 +137,33 @@ def to_host(tree):
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
-def aladin_sharded(fleet, market, target_mw, settings, devices: int, *, tol: float, max_iter: int,
-                   verbose: bool = False, warm_start=None):
-    """:func:`jaxvpp.coordination.aladin_ipm` with the fleet split over ``devices`` devices.
+def aladin_sharded(
+    fleet,
+    market,
+    target_mw,
+    settings,
+    devices: int,
+    *,
+    tol: float,
+    max_iter: int,
+    verbose: bool = False,
+    warm_start=None,
+):
+    """:func:`jaxvpp.coordination.aladin.aladin_ipm` with the fleet split over ``devices`` devices.
 
     Pads the fleet (and a warm start) to a multiple of ``devices``, places it on the mesh, runs the jitted
     loop and returns its final state on the host (numpy leaves) with the padding stripped.
     """
-    from jaxvpp.coordination import ALADINState, LocalState, aladin_ipm
-
     mesh = fleet_mesh(devices)
     n = fleet.size
     padded, weight = pad_fleet(fleet, devices)
     extra = weight.size - n
-    args = dict(fleet=place(padded, mesh, True), weight=place(weight, mesh, True),
-                market=place(market, mesh, False), target_mw=place(np.asarray(target_mw, float), mesh, False))
+    args = dict(
+        fleet=place(padded, mesh, True),
+        weight=place(weight, mesh, True),
+        market=place(market, mesh, False),
+        target_mw=place(np.asarray(target_mw, float), mesh, False),
+    )
     if warm_start is not None:
         local, lam = warm_start
         args["warm_start"] = (place(pad_batteries(LocalState(*local), extra), mesh, True), place(lam, mesh, False))
@@ -148,8 +173,7 @@ def aladin_sharded(fleet, market, target_mw, settings, devices: int, *, tol: flo
     return ALADINState(**{**st._asdict(), "local": cut(st.local), "best_local": cut(st.best_local)})
 
 
-def partition_report(fleet, market, target_mw, settings, devices: int, tol: float = 1e-8, max_iter: int = 100
-                     ) -> dict:
+def partition_report(fleet, market, target_mw, settings, devices: int, tol: float = 1e-8, max_iter: int = 100) -> dict:
     """What XLA made of the sharded program: its collectives and whether the per-battery work is split.
 
     Compiles :func:`aladin_ipm` for the fleet split over ``devices`` and counts, in the optimised HLO,
@@ -157,22 +181,31 @@ def partition_report(fleet, market, target_mw, settings, devices: int, tol: floa
     array shapes (of any element type) that lead with the per-device battery count ``N / devices`` against
     those that lead with the whole padded ``N``.
     """
-    import re
-
-    from jaxvpp.coordination import aladin_ipm
-
     mesh = fleet_mesh(devices)
     padded, weight = pad_fleet(fleet, devices)
     n = weight.size
-    compiled = aladin_ipm.lower(place(padded, mesh, True), place(market, mesh, False),
-                                place(np.asarray(target_mw, float), mesh, False), settings, tol=tol, max_iter=max_iter,
-                                weight=place(weight, mesh, True)).compile()
+    compiled = aladin_ipm.lower(
+        place(padded, mesh, True),
+        place(market, mesh, False),
+        place(np.asarray(target_mw, float), mesh, False),
+        settings,
+        tol=tol,
+        max_iter=max_iter,
+        weight=place(weight, mesh, True),
+    ).compile()
     hlo = compiled.as_text()
     count = lambda op: len(re.findall(rf"\b{op}(?:-start)?\(", hlo))  # noqa: E731
     payload = sorted(set(re.sub(r"\{[0-9,]*\}", "", m) for m in re.findall(r"= ([^=]*?) all-reduce(?:-start)?\(", hlo)))
-    return dict(devices=devices, batteries=n, all_reduce=count("all-reduce"), all_reduce_shapes=payload,
-                all_gather=count("all-gather"), all_to_all=count("all-to-all"),
-                collective_permute=count("collective-permute"), reduce_scatter=count("reduce-scatter"),
-                local_shapes=len(re.findall(rf"\b\w+\[{n // devices}[,\]]", hlo)),
-                global_shapes=len(re.findall(rf"\b\w+\[{n}[,\]]", hlo)) if devices > 1 else None,
-                memory=compiled.memory_analysis())
+    return dict(
+        devices=devices,
+        batteries=n,
+        all_reduce=count("all-reduce"),
+        all_reduce_shapes=payload,
+        all_gather=count("all-gather"),
+        all_to_all=count("all-to-all"),
+        collective_permute=count("collective-permute"),
+        reduce_scatter=count("reduce-scatter"),
+        local_shapes=len(re.findall(rf"\b\w+\[{n // devices}[,\]]", hlo)),
+        global_shapes=len(re.findall(rf"\b\w+\[{n}[,\]]", hlo)) if devices > 1 else None,
+        memory=compiled.memory_analysis(),
+    )

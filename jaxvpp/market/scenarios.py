@@ -32,8 +32,20 @@ import pandas as pd
 from scipy.stats import norm
 
 from jaxvpp.errors import InputError
-from jaxvpp.forecasting import cdf_from_quantiles, level_columns, quantile_function, read_quantile_file
-from jaxvpp.ingress import MARKET_TZ, TIMESTAMP, format_timestamps, local_day, local_slot, write_files_atomic
+from jaxvpp.market.forecasting import (
+    cdf_from_quantiles,
+    level_columns,
+    quantile_function,
+    read_quantile_file,
+)
+from jaxvpp.market.ingress import (
+    MARKET_TZ,
+    TIMESTAMP,
+    format_timestamps,
+    local_day,
+    local_slot,
+    write_files_atomic,
+)
 
 REDUCTIONS = ("tail", "kmeans", "medoids")
 
@@ -58,8 +70,13 @@ def cvar(losses: np.ndarray, probabilities: np.ndarray | None, alpha: float) -> 
     return float(np.sum(L[order] * take) / alpha)
 
 
-def schedule_losses(prices: np.ndarray, probabilities: np.ndarray | None, schedule_mw: np.ndarray,
-                    dt_hours: float, baseline: str = "expected") -> np.ndarray:
+def schedule_losses(
+    prices: np.ndarray,
+    probabilities: np.ndarray | None,
+    schedule_mw: np.ndarray,
+    dt_hours: float,
+    baseline: str = "expected",
+) -> np.ndarray:
     """Loss of each path (EUR) for a fixed net-injection schedule: ``E[Rev] - Rev`` or ``-Rev``."""
     rev = dt_hours * np.asarray(prices, dtype=float) @ np.asarray(schedule_mw, dtype=float)
     if baseline == "zero":
@@ -68,10 +85,19 @@ def schedule_losses(prices: np.ndarray, probabilities: np.ndarray | None, schedu
     return float(np.dot(w, rev) / w.sum()) - rev
 
 
-def reference_schedule(prices: np.ndarray, dt_hours: float, *, capacity_mwh: float = 2.0, power_mw: float = 1.8,
-                       soc_min: float = 0.1, soc_max: float = 0.9, soc_initial: float = 0.5,
-                       eta_charge: float = 0.85, eta_discharge: float = 0.90,
-                       degradation_eur_per_mwh: float = 1.0) -> np.ndarray:
+def reference_schedule(
+    prices: np.ndarray,
+    dt_hours: float,
+    *,
+    capacity_mwh: float = 2.0,
+    power_mw: float = 1.8,
+    soc_min: float = 0.1,
+    soc_max: float = 0.9,
+    soc_initial: float = 0.5,
+    eta_charge: float = 0.85,
+    eta_discharge: float = 0.90,
+    degradation_eur_per_mwh: float = 1.0,
+) -> np.ndarray:
     """Risk-neutral optimal net injection (MW) of one battery (the package's default battery) for ``prices``
     (EUR/MWh, shape ``(T,)``): the LP max ``dt sum_t pi_t (d_t - c_t) - deg dt sum_t (c_t + d_t)``."""
     from scipy.optimize import linprog
@@ -136,7 +162,7 @@ def copula_correlation(x: np.ndarray, *, shrinkage: float | None = None) -> np.n
     z = normal_scores(x)
     zc = z - np.nanmean(z, axis=0)
     zc = np.where(np.isfinite(zc), zc, 0.0)
-    sd = np.sqrt(np.sum(zc ** 2, axis=0))
+    sd = np.sqrt(np.sum(zc**2, axis=0))
     sd = np.where(sd > 0, sd, 1.0)
     c = (zc.T @ zc) / np.outer(sd, sd)
     np.fill_diagonal(c, 1.0)
@@ -148,16 +174,18 @@ def copula_correlation(x: np.ndarray, *, shrinkage: float | None = None) -> np.n
 def ar1_correlation(T: int, rho: float) -> np.ndarray:
     """Correlation ``rho^|i - j|`` (the fallback when no backtest is available)."""
     idx = np.abs(np.subtract.outer(np.arange(T), np.arange(T)))
-    return rho ** idx
+    return rho**idx
 
 
-def backtest_pit_matrix(backtest: pd.DataFrame, levels: tuple[float, ...], step_times: pd.DatetimeIndex,
-                        tz: str = MARKET_TZ) -> np.ndarray:
+def backtest_pit_matrix(
+    backtest: pd.DataFrame, levels: tuple[float, ...], step_times: pd.DatetimeIndex, tz: str = MARKET_TZ
+) -> np.ndarray:
     """PIT values ``F(realised)`` of the backtest arranged as (days, steps of the forecast day) by wall-clock slot."""
     cols = level_columns(levels)
     u = cdf_from_quantiles(levels, backtest[cols].to_numpy(), backtest["realised"].to_numpy())
-    frame = pd.DataFrame({"day": local_day(backtest[TIMESTAMP], tz), "slot": local_slot(backtest[TIMESTAMP], tz),
-                          "u": u})
+    frame = pd.DataFrame(
+        {"day": local_day(backtest[TIMESTAMP], tz), "slot": local_slot(backtest[TIMESTAMP], tz), "u": u}
+    )
     # the repeated autumn hour: keep its first occurrence so a slot means one step
     frame = frame.drop_duplicates(["day", "slot"], keep="first")
     table = frame.pivot(index="day", columns="slot", values="u")
@@ -192,7 +220,9 @@ class Reduced:
 
 
 def _kmeans(paths: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.cluster import KMeans  # imported before the limit: loads the OpenMP runtime
+    from sklearn.cluster import (
+        KMeans,  # imported before the limit: loads the OpenMP runtime
+    )
     from threadpoolctl import threadpool_limits
 
     k = min(k, len(paths))
@@ -201,7 +231,9 @@ def _kmeans(paths: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarra
     return km.labels_, km.cluster_centers_
 
 
-def _cluster_reduce(paths: np.ndarray, weights: np.ndarray, k: int, seed: int, medoids: bool) -> tuple[np.ndarray, np.ndarray]:
+def _cluster_reduce(
+    paths: np.ndarray, weights: np.ndarray, k: int, seed: int, medoids: bool
+) -> tuple[np.ndarray, np.ndarray]:
     labels, centers = _kmeans(paths, k, seed)
     out_p, out_w = [], []
     for j in range(centers.shape[0]):
@@ -226,8 +258,9 @@ def reduce_kmeans(paths: np.ndarray, k: int, seed: int = 0, *, medoids: bool = F
     return Reduced(p, m / m.sum(), "medoids" if medoids else "kmeans")
 
 
-def reduce_tail(paths: np.ndarray, k: int, losses: np.ndarray, alpha: float, seed: int = 0,
-                k_tail: int | None = None) -> Reduced:
+def reduce_tail(
+    paths: np.ndarray, k: int, losses: np.ndarray, alpha: float, seed: int = 0, k_tail: int | None = None
+) -> Reduced:
     """Tail-preserving reduction: the ``ceil(alpha n)`` highest-loss paths get ``k_tail`` clusters of their own
     (default ``max(1, k // 4)``), the rest ``k - k_tail``; every cluster is its mass-weighted mean path."""
     n = len(paths)
@@ -257,12 +290,21 @@ def reduce_paths(method: str, paths: np.ndarray, k: int, losses: np.ndarray, alp
     raise InputError(f"unknown reduction {method!r}; choose from {REDUCTIONS}", column="--reduction")
 
 
-def cvar_error(paths: np.ndarray, reduced: Reduced, schedule_mw: np.ndarray, alpha: float, dt_hours: float,
-               baseline: str = "expected") -> dict[str, float]:
+def cvar_error(
+    paths: np.ndarray,
+    reduced: Reduced,
+    schedule_mw: np.ndarray,
+    alpha: float,
+    dt_hours: float,
+    baseline: str = "expected",
+) -> dict[str, float]:
     """CVaR of a schedule's loss under the full sample and the reduced set, and the relative error."""
     full = cvar(schedule_losses(paths, None, schedule_mw, dt_hours, baseline), None, alpha)
-    red = cvar(schedule_losses(reduced.prices, reduced.probabilities, schedule_mw, dt_hours, baseline),
-               reduced.probabilities, alpha)
+    red = cvar(
+        schedule_losses(reduced.prices, reduced.probabilities, schedule_mw, dt_hours, baseline),
+        reduced.probabilities,
+        alpha,
+    )
     rel = (red - full) / abs(full) if full != 0 else float("nan")
     return {"cvar_full_eur": full, "cvar_reduced_eur": red, "relative_error": rel}
 
@@ -273,10 +315,13 @@ def heldout_schedules(prices_mean: np.ndarray, dt_hours: float, count: int, seed
     rng = np.random.default_rng(seed + 7919)
     out = []
     scale = max(float(np.std(prices_mean)), 1.0)
-    for i in range(count):
+    for _ in range(count):
         pert = prices_mean + rng.normal(0, 0.5 * scale, prices_mean.size)
-        out.append(reference_schedule(pert, dt_hours, capacity_mwh=float(rng.uniform(1, 4)),
-                                      power_mw=float(rng.uniform(0.5, 2.0))))
+        out.append(
+            reference_schedule(
+                pert, dt_hours, capacity_mwh=float(rng.uniform(1, 4)), power_mw=float(rng.uniform(0.5, 2.0))
+            )
+        )
     return np.asarray(out)
 
 
@@ -301,9 +346,20 @@ class ScenarioResult:
     notes: list[str]
 
 
-def build_scenarios(quantiles: pd.DataFrame, levels: tuple[float, ...], backtest: pd.DataFrame | None, *,
-                    samples: int = 1000, k: int = 20, alpha: float = 0.05, reduction: str = "tail", seed: int = 0,
-                    rho_fallback: float = 0.9, heldout: int = 20, tz: str = MARKET_TZ) -> ScenarioResult:
+def build_scenarios(
+    quantiles: pd.DataFrame,
+    levels: tuple[float, ...],
+    backtest: pd.DataFrame | None,
+    *,
+    samples: int = 1000,
+    k: int = 20,
+    alpha: float = 0.05,
+    reduction: str = "tail",
+    seed: int = 0,
+    rho_fallback: float = 0.9,
+    heldout: int = 20,
+    tz: str = MARKET_TZ,
+) -> ScenarioResult:
     """Sample, reduce with every method, and measure CVaR errors; ``reduction`` names the one written."""
     notes: list[str] = []
     if not 0 < alpha < 1:
@@ -331,7 +387,7 @@ def build_scenarios(quantiles: pd.DataFrame, levels: tuple[float, ...], backtest
             backtest = None
             notes.append("fewer than 3 complete backtest days match the forecast day's steps")
     if backtest is None:
-        rho = rho_fallback ** dt
+        rho = rho_fallback**dt
         corr = ar1_correlation(T, rho)
         corr_source = f"ar1(rho={rho:.3f} per step)"
         notes.append(f"no usable backtest: steps correlated as AR(1) with rho = {rho:.3f} per step")
@@ -412,8 +468,11 @@ def plot_scenarios(result: ScenarioResult, path: str | Path, tz: str = MARKET_TZ
         for p, w in zip(r.prices, r.probabilities):
             ax.plot(t, p, color="C3" if m == "tail" else "C0", lw=0.6 + 3.0 * w / wmax, alpha=0.9)
         e = result.metrics["reductions"][m]
-        ax.set_title(f"{m}: {len(r.probabilities)} paths (width ~ probability) over {len(result.samples)} samples\n"
-                     f"CVaR error {100 * e['relative_error']:+.1f} % for the reference schedule", fontsize=9)
+        ax.set_title(
+            f"{m}: {len(r.probabilities)} paths (width ~ probability) over {len(result.samples)} samples\n"
+            f"CVaR error {100 * e['relative_error']:+.1f} % for the reference schedule",
+            fontsize=9,
+        )
         ax.set_xlabel(f"delivery time ({tz})")
         ax.set_ylabel("price (EUR/MWh)")
         ax.grid(alpha=0.3)
@@ -442,8 +501,9 @@ def write_scenarios(result: ScenarioResult, out_dir: str | Path, tz: str = MARKE
     labels = format_timestamps(result.step_times)
     n = len(result.samples)
     files: dict = {
-        "scenarios.csv": scenarios_text(labels, result.reductions[result.chosen].prices,
-                                        result.reductions[result.chosen].probabilities),
+        "scenarios.csv": scenarios_text(
+            labels, result.reductions[result.chosen].prices, result.reductions[result.chosen].probabilities
+        ),
         "scenario_samples.csv": scenarios_text(labels, result.samples, np.full(n, 1.0 / n)),
         "scenario_metrics.json": json.dumps(result.metrics, indent=2) + "\n",
         "scenarios.png": lambda p: plot_scenarios(result, p, tz),
@@ -453,7 +513,9 @@ def write_scenarios(result: ScenarioResult, out_dir: str | Path, tz: str = MARKE
     write_files_atomic(out_dir, files)
 
 
-def load_forecast(quantiles_path: str | Path, backtest_path: str | Path | None) -> tuple[pd.DataFrame, tuple[float, ...], pd.DataFrame | None]:
+def load_forecast(
+    quantiles_path: str | Path, backtest_path: str | Path | None
+) -> tuple[pd.DataFrame, tuple[float, ...], pd.DataFrame | None]:
     """Read quantiles.csv and, when given and present, backtest.csv (``None`` = not used)."""
     q, levels = read_quantile_file(quantiles_path)
     bt = None

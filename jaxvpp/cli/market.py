@@ -10,7 +10,17 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_OK, EXIT_INPUT = 0, 2
+from jaxvpp.cli.common import EXIT_INPUT, EXIT_OK
+from jaxvpp.errors import InputError
+from jaxvpp.market.forecasting import ForecastConfig, run_forecast, write_forecast
+from jaxvpp.market.ingress import (
+    fetch_entsoe,
+    read_entsoe_csvs,
+    read_price_file,
+    synthetic_prices,
+    write_price_file,
+)
+from jaxvpp.market.scenarios import build_scenarios, load_forecast, write_scenarios
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,27 +54,38 @@ def _add_synthetic(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--days", type=int, default=365, help="number of delivery days (default 365)")
-    p.add_argument("--resolution", type=int, choices=(15, 30, 60), default=60,
-                   help="step length in minutes (default 60; 15 for quarter-hour products)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        choices=(15, 30, 60),
+        default=60,
+        help="step length in minutes (default 60; 15 for quarter-hour products)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--start", default="2024-01-01", help="first delivery day, local date YYYY-MM-DD (default 2024-01-01)")
-    p.add_argument("--out", type=Path, default=Path("data/raw/prices.csv"),
-                   help="price file to write (default data/raw/prices.csv)")
+    p.add_argument(
+        "--start", default="2024-01-01", help="first delivery day, local date YYYY-MM-DD (default 2024-01-01)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("data/raw/prices.csv"),
+        help="price file to write (default data/raw/prices.csv)",
+    )
     p.set_defaults(func=cmd_synthetic)
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
     """``jaxvpp synthetic``: write a synthetic price file."""
-    from jaxvpp.errors import InputError
-    from jaxvpp.ingress import synthetic_prices, write_price_file
 
     try:
         df = synthetic_prices(args.days, args.resolution, args.seed, start=args.start)
         write_price_file(df, args.out)
     except (InputError, ValueError) as exc:
         return _fail(exc)
-    print(f"wrote {args.out}: {len(df)} steps ({args.days} days at {args.resolution} min), seed {args.seed}, "
-          f"prices {df['price_eur_per_mwh'].min():.1f} to {df['price_eur_per_mwh'].max():.1f} EUR/MWh")
+    print(
+        f"wrote {args.out}: {len(df)} steps ({args.days} days at {args.resolution} min), seed {args.seed}, "
+        f"prices {df['price_eur_per_mwh'].min():.1f} to {df['price_eur_per_mwh'].max():.1f} EUR/MWh"
+    )
     return EXIT_OK
 
 
@@ -89,19 +110,25 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--zone", default="DE_LU", help="bidding zone as entsoe-py names it (default DE_LU)")
     p.add_argument("--start", help="first delivery day, local date YYYY-MM-DD (API only)")
     p.add_argument("--end", help="day after the last delivery day, local date YYYY-MM-DD (API only)")
-    p.add_argument("--import-csv", type=Path, nargs="+", metavar="CSV",
-                   help="ENTSO-E Transparency Platform export(s) to import instead of calling the API")
+    p.add_argument(
+        "--import-csv",
+        type=Path,
+        nargs="+",
+        metavar="CSV",
+        help="ENTSO-E Transparency Platform export(s) to import instead of calling the API",
+    )
     p.add_argument("--cache-dir", type=Path, default=Path("data/raw"), help="cache folder (default data/raw)")
     p.add_argument("--refresh", action="store_true", help="query the API even when the cache has the range")
-    p.add_argument("--out", type=Path,
-                   help="price file to write (default: the cache file for the API; data/raw/prices_<zone>.csv for imports)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="price file to write (default: the cache file for the API; data/raw/prices_<zone>.csv for imports)",
+    )
     p.set_defaults(func=cmd_fetch)
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     """``jaxvpp fetch``: ENTSO-E prices into a price file."""
-    from jaxvpp.errors import InputError
-    from jaxvpp.ingress import fetch_entsoe, read_entsoe_csvs, write_price_file
 
     try:
         if args.import_csv:
@@ -117,8 +144,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                 write_price_file(df, out)
     except InputError as exc:
         return _fail(exc)
-    print(f"wrote {out}: {len(df)} steps from {df['timestamp'].iloc[0].isoformat()} "
-          f"to {df['timestamp'].iloc[-1].isoformat()} (UTC)")
+    print(
+        f"wrote {out}: {len(df)} steps from {df['timestamp'].iloc[0].isoformat()} "
+        f"to {df['timestamp'].iloc[-1].isoformat()} (UTC)"
+    )
     return EXIT_OK
 
 
@@ -142,14 +171,28 @@ def _add_forecast(sub: argparse._SubParsersAction) -> None:
             "forecast_metrics.json and risk_bands.png."
         ),
     )
-    p.add_argument("--prices", type=Path, required=True,
-                   help="price file: timestamp, price_eur_per_mwh and optional exogenous columns")
-    p.add_argument("--out", type=Path, default=Path("results/forecast"), help="output folder (default results/forecast)")
-    p.add_argument("--model", choices=("gbm", "qra"), default="gbm",
-                   help="gbm: gradient-boosted quantile trees (default); qra: linear quantile regression")
+    p.add_argument(
+        "--prices",
+        type=Path,
+        required=True,
+        help="price file: timestamp, price_eur_per_mwh and optional exogenous columns",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("results/forecast"), help="output folder (default results/forecast)"
+    )
+    p.add_argument(
+        "--model",
+        choices=("gbm", "qra"),
+        default="gbm",
+        help="gbm: gradient-boosted quantile trees (default); qra: linear quantile regression",
+    )
     p.add_argument("--backtest-days", type=int, default=28, help="days of the rolling-origin backtest (default 28)")
-    p.add_argument("--calibration-days", type=int, default=28,
-                   help="out-of-sample days before each origin for the conformal calibration (default 28)")
+    p.add_argument(
+        "--calibration-days",
+        type=int,
+        default=28,
+        help="out-of-sample days before each origin for the conformal calibration (default 28)",
+    )
     p.add_argument("--refit-every", type=int, default=7, help="days between model refits in the backtest (default 7)")
     p.add_argument("--no-calibration", action="store_true", help="skip the conformal calibration (for comparison)")
     p.add_argument("--max-iter", type=int, default=100, help="boosting iterations per level (gbm, default 100)")
@@ -159,17 +202,20 @@ def _add_forecast(sub: argparse._SubParsersAction) -> None:
 
 def cmd_forecast(args: argparse.Namespace) -> int:
     """``jaxvpp forecast``: backtest, forecast and write the five output files."""
-    from jaxvpp.errors import InputError
-    from jaxvpp.forecasting import ForecastConfig, run_forecast, write_forecast
-    from jaxvpp.ingress import read_price_file
 
     t0 = time.perf_counter()
     try:
         if args.max_iter < 1:
             raise InputError(f"--max-iter must be at least 1, got {args.max_iter}", column="--max-iter")
-        cfg = ForecastConfig(model=args.model, backtest_days=args.backtest_days,
-                             calibration_days=args.calibration_days, refit_every=args.refit_every,
-                             calibrate=not args.no_calibration, max_iter=args.max_iter, seed=args.seed)
+        cfg = ForecastConfig(
+            model=args.model,
+            backtest_days=args.backtest_days,
+            calibration_days=args.calibration_days,
+            refit_every=args.refit_every,
+            calibrate=not args.no_calibration,
+            max_iter=args.max_iter,
+            seed=args.seed,
+        )
         df = read_price_file(args.prices, allow_future=True)
         result = run_forecast(df, cfg)
     except InputError as exc:
@@ -178,10 +224,12 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     write_forecast(result, args.out)
     m = result.metrics
-    print(f"forecast for {m['forecast_day']} ({m['forecast_steps']} steps) in {args.out}/quantiles.csv; backtest "
-          f"{m['backtest_days']} days: pinball {m['pinball_loss']:.2f} vs baseline {m['baseline_pinball_loss']:.2f} "
-          f"EUR/MWh ({100 * m['pinball_improvement']:.0f} % lower), 90 % coverage {m['coverage_90']:.3f}, "
-          f"CRPS {m['crps']:.2f} EUR/MWh; {time.perf_counter() - t0:.1f} s")
+    print(
+        f"forecast for {m['forecast_day']} ({m['forecast_steps']} steps) in {args.out}/quantiles.csv; backtest "
+        f"{m['backtest_days']} days: pinball {m['pinball_loss']:.2f} vs baseline {m['baseline_pinball_loss']:.2f} "
+        f"EUR/MWh ({100 * m['pinball_improvement']:.0f} % lower), 90 % coverage {m['coverage_90']:.3f}, "
+        f"CRPS {m['crps']:.2f} EUR/MWh; {time.perf_counter() - t0:.1f} s"
+    )
     return EXIT_OK
 
 
@@ -205,12 +253,19 @@ def _add_scenarios(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--quantiles", type=Path, required=True, help="quantiles.csv from jaxvpp forecast")
-    p.add_argument("--backtest", type=Path,
-                   help="backtest.csv for the copula correlation (default: backtest.csv next to --quantiles)")
+    p.add_argument(
+        "--backtest",
+        type=Path,
+        help="backtest.csv for the copula correlation (default: backtest.csv next to --quantiles)",
+    )
     p.add_argument("--samples", type=int, default=1000, help="number of sampled paths (default 1000)")
     p.add_argument("--k", type=int, default=20, help="number of reduced scenarios (default 20)")
-    p.add_argument("--reduction", choices=("tail", "kmeans", "medoids"), default="tail",
-                   help="reduction written to scenarios.csv: tail (tail-preserving, default), kmeans or medoids")
+    p.add_argument(
+        "--reduction",
+        choices=("tail", "kmeans", "medoids"),
+        default="tail",
+        help="reduction written to scenarios.csv: tail (tail-preserving, default), kmeans or medoids",
+    )
     risk = p.add_mutually_exclusive_group()
     risk.add_argument("--alpha", type=float, help="CVaR tail probability in (0, 1) (default 0.05 = the worst 5 %%)")
     risk.add_argument("--confidence", type=float, help="CVaR confidence level, 1 - alpha (e.g. 0.95)")
@@ -221,8 +276,6 @@ def _add_scenarios(sub: argparse._SubParsersAction) -> None:
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
     """``jaxvpp scenarios``: sample, reduce and write scenarios.csv."""
-    from jaxvpp.errors import InputError
-    from jaxvpp.scenarios import build_scenarios, load_forecast, write_scenarios
 
     try:
         if args.confidence is not None:
@@ -240,15 +293,18 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
             if bt_path is None:
                 print("note: no backtest.csv next to the quantiles; steps correlated as AR(1)", file=sys.stderr)
         q, levels, bt = load_forecast(args.quantiles, bt_path)
-        result = build_scenarios(q, levels, bt, samples=args.samples, k=args.k, alpha=alpha,
-                                 reduction=args.reduction, seed=args.seed)
+        result = build_scenarios(
+            q, levels, bt, samples=args.samples, k=args.k, alpha=alpha, reduction=args.reduction, seed=args.seed
+        )
     except InputError as exc:
         return _fail(exc)
     out = args.out or args.quantiles.parent
     write_scenarios(result, out)
     e = result.metrics["reductions"]
-    print(f"wrote {out}/scenarios.csv: {len(result.reductions[args.reduction].probabilities)} scenarios "
-          f"({args.reduction}) from {args.samples} samples x {len(result.step_times)} steps; CVaR (alpha {alpha:g}) "
-          f"of the reference schedule {e['tail']['cvar_full_eur']:.2f} EUR; reduction errors: "
-          + ", ".join(f"{m} {100 * e[m]['relative_error']:+.1f} %" for m in ("kmeans", "medoids", "tail")))
+    print(
+        f"wrote {out}/scenarios.csv: {len(result.reductions[args.reduction].probabilities)} scenarios "
+        f"({args.reduction}) from {args.samples} samples x {len(result.step_times)} steps; CVaR (alpha {alpha:g}) "
+        f"of the reference schedule {e['tail']['cvar_full_eur']:.2f} EUR; reduction errors: "
+        + ", ".join(f"{m} {100 * e[m]['relative_error']:+.1f} %" for m in ("kmeans", "medoids", "tail"))
+    )
     return EXIT_OK

@@ -12,8 +12,8 @@ differentiable through its optimality conditions, in two layers of the implicit 
    ``x_i = argmin f_i(x_i) + lambda' p_i``. This is exact wherever that local solution is unique, which the
    quadratic power cost guarantees (``q_i > 0``: strictly convex in charge and discharge). So
    ``x_i = x_i(theta_i, market, settings, lambda)`` is differentiated like the battery solver does it
-   (:func:`_local_at`: the transposed local KKT system on the active set, :func:`jaxvpp.battery.adjoint_solve`,
-   then the VJP of the local KKT residual through :func:`jaxvpp.battery.build_qp`).
+   (:func:`_local_at`: the transposed local KKT system on the active set, :func:`jaxvpp.battery.kernel.adjoint_solve`,
+   then the VJP of the local KKT residual through :func:`jaxvpp.battery.qp.build_qp`).
 2. **The multiplier.** ``lambda`` is defined by the T equations ``g = sum_i p_i(theta_i, lambda) - target = 0``
    (:func:`_multiplier`). Its VJP needs ``J = dg/dlambda = sum_i dp_i/dlambda`` (T x T, symmetric negative
    semidefinite: each term is minus the battery's active-set response, the matrix ALADIN's aggregator adds
@@ -44,21 +44,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from jaxvpp.battery import (
-    BACKWARD_REFINE,
+from jaxvpp.battery.kernel import BACKWARD_REFINE, adjoint_solve
+from jaxvpp.battery.qp import (
     Primal,
-    _pmap,
-    adjoint_solve,
     apply_G,
     apply_GT,
     apply_Q,
     build_qp,
-    fleet_metrics,
     linear_cost,
+    primal_map,
     rhs_h,
-    solve_batteries,
 )
-from jaxvpp.coordination import STATUSES, aladin_ipm
+from jaxvpp.battery.solution import fleet_metrics, solve_batteries
+from jaxvpp.coordination.aladin import STATUSES, aladin_ipm
 from jaxvpp.problem import FLEET_COLUMNS, Fleet, Market, Settings
 
 #: Relative eigenvalue below which ``J = sum_i dp_i/dlambda`` counts as singular (pseudo-inverse there).
@@ -80,8 +78,7 @@ class Optimum(NamedTuple):
 
 
 @jax.custom_vjp
-def _local_at(battery: Fleet, market: Market, settings: Settings, lam: Array, x: Primal, s: Array, z: Array
-              ) -> Primal:
+def _local_at(battery: Fleet, market: Market, settings: Settings, lam: Array, x: Primal, s: Array, z: Array) -> Primal:
     """``x``, the optimum of ``min f(x) + lam' p`` for one battery, as a function of its data and ``lam``.
 
     ``x, s, z`` must be that optimum (they are returned as they are); the VJP is the battery solver's
@@ -101,11 +98,11 @@ def _local_bwd(res, gx):
 
     def residual(battery_, market_, settings_, lam_):
         qp_, _ = build_qp(battery_, market_, settings_, linear_price=lam_)
-        r_d = _pmap(lambda p, q, r: p + q + r, apply_Q(qp_, x), linear_cost(qp_), apply_GT(qp_, z))
+        r_d = primal_map(lambda p, q, r: p + q + r, apply_Q(qp_, x), linear_cost(qp_), apply_GT(qp_, z))
         return r_d, rhs_h(qp_) - apply_G(qp_, x)
 
     _, vjp = jax.vjp(residual, battery, market, settings, lam)
-    g_b, g_m, g_s, g_l = vjp((_pmap(jnp.negative, a), -b))
+    g_b, g_m, g_s, g_l = vjp((primal_map(jnp.negative, a), -b))
     return g_b, g_m, g_s, g_l, None, None, None
 
 
@@ -113,8 +110,9 @@ _local_at.defvjp(_local_fwd, _local_bwd)
 
 
 def _fleet_at(fleet: Fleet, market: Market, settings: Settings, lam: Array, opt: Optimum) -> Primal:
-    return jax.vmap(_local_at, in_axes=(0, None, None, None, 0, 0, 0))(fleet, market, settings, lam, opt.x, opt.s,
-                                                                       opt.z)
+    return jax.vmap(_local_at, in_axes=(0, None, None, None, 0, 0, 0))(
+        fleet, market, settings, lam, opt.x, opt.s, opt.z
+    )
 
 
 def _net_sum(fleet: Fleet, market: Market, settings: Settings, lam: Array, opt: Optimum) -> Array:
@@ -197,8 +195,9 @@ def outputs(fleet: Fleet, market: Market, settings: Settings, target: Array | No
     power = jax.lax.stop_gradient(fleet.power_mw)[:, None]
     charge, discharge = x.c * power, x.d * power
     met = fleet_metrics(fleet, market, settings, charge, discharge)
-    return Outputs(met["objective_eur"], met["expected_revenue_eur"], met["cvar_eur"], met["net_mw"],
-                   -lam / settings.dt_hours)
+    return Outputs(
+        met["objective_eur"], met["expected_revenue_eur"], met["cvar_eur"], met["net_mw"], -lam / settings.dt_hours
+    )
 
 
 class SolveInfo(NamedTuple):
@@ -207,22 +206,31 @@ class SolveInfo(NamedTuple):
     iterations: int
 
 
-def solve(fleet: Fleet, market: Market, settings: Settings, target: Array | np.ndarray | None, *, tol: float = 1e-9,
-          max_iter: int = 100) -> tuple[Optimum, SolveInfo]:
+def solve(
+    fleet: Fleet,
+    market: Market,
+    settings: Settings,
+    target: Array | np.ndarray | None,
+    *,
+    tol: float = 1e-9,
+    max_iter: int = 100,
+) -> tuple[Optimum, SolveInfo]:
     """The optimum to differentiate at: ALADIN with a target, the batched battery solver without.
 
     ``tol`` is ALADIN's relative tolerance (the battery solver gets ``min(tol, 1e-10)``).
     """
     if target is None:
-        sol, (x, s, z) = solve_batteries(fleet, market, settings, tol=min(tol, 1e-10), max_iter=150,
-                                         return_state=True)
+        sol, (x, s, z) = solve_batteries(fleet, market, settings, tol=min(tol, 1e-10), max_iter=150, return_state=True)
         conv = bool(np.all(np.asarray(sol.converged)))
-        return (Optimum(x, s, z, jnp.zeros(market.horizon)),
-                SolveInfo("converged" if conv else "max_iter", conv, int(np.max(np.asarray(sol.iterations)))))
+        return (
+            Optimum(x, s, z, jnp.zeros(market.horizon)),
+            SolveInfo("converged" if conv else "max_iter", conv, int(np.max(np.asarray(sol.iterations)))),
+        )
     st = aladin_ipm(fleet, market, jnp.asarray(target, dtype=jnp.float64), settings, tol=tol, max_iter=max_iter)
     status = STATUSES[int(st.status)]
-    return Optimum(st.local.x, st.local.s, st.local.z, st.lam), SolveInfo(status, status == "converged",
-                                                                          int(st.iteration))
+    return Optimum(st.local.x, st.local.s, st.local.z, st.lam), SolveInfo(
+        status, status == "converged", int(st.iteration)
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,8 +280,11 @@ def _inputs_grad_tree(g_fleet: Fleet, g_market: Market, g_settings: Settings, g_
 
 
 def _as_float_settings(settings: Settings) -> Settings:
-    return Settings(dt_hours=jnp.asarray(settings.dt_hours, dtype=jnp.float64),
-                    alpha=jnp.asarray(settings.alpha, dtype=jnp.float64), baseline=settings.baseline)
+    return Settings(
+        dt_hours=jnp.asarray(settings.dt_hours, dtype=jnp.float64),
+        alpha=jnp.asarray(settings.alpha, dtype=jnp.float64),
+        baseline=settings.baseline,
+    )
 
 
 def sensitivities(
@@ -308,8 +319,7 @@ def _value_and_grad(fleet, market, settings, target, opt, with_target: bool):
         out = outputs(f, m, s, t if with_target else None, opt)
         return jnp.sum(out.objective_eur), out
 
-    (val, out), grads = jax.value_and_grad(total, argnums=(0, 1, 2, 3), has_aux=True)(fleet, market, settings,
-                                                                                       target)
+    (val, out), grads = jax.value_and_grad(total, argnums=(0, 1, 2, 3), has_aux=True)(fleet, market, settings, target)
     J = coupling_jacobian(fleet, market, settings, opt) if with_target else jnp.eye(market.horizon)
     _, cond = _pinv_sym(J)
     return val, out, grads, cond
@@ -332,14 +342,21 @@ def _differentiate(fleet, market, settings, tgt, opt, info: SolveInfo, jacobians
     cond = float(cond) if with_target else float("nan")
     res = Sensitivities(
         objective_eur=float(val),
-        expected_revenue_eur=np.asarray(out.expected_revenue_eur), cvar_eur=np.asarray(out.cvar_eur),
+        expected_revenue_eur=np.asarray(out.expected_revenue_eur),
+        cvar_eur=np.asarray(out.cvar_eur),
         coupling_price_eur_per_mwh=np.asarray(out.coupling_price_eur_per_mwh),
         d_objective_d_fleet={c: np.asarray(getattr(g_f, c)) for c in FLEET_COLUMNS},
-        d_objective_d_prices=np.asarray(g_m.prices), d_objective_d_probabilities=np.asarray(g_m.probabilities),
-        d_objective_d_alpha=float(g_s.alpha), d_objective_d_dt_hours=float(g_s.dt_hours),
+        d_objective_d_prices=np.asarray(g_m.prices),
+        d_objective_d_probabilities=np.asarray(g_m.probabilities),
+        d_objective_d_alpha=float(g_s.alpha),
+        d_objective_d_dt_hours=float(g_s.dt_hours),
         d_objective_d_target=np.asarray(g_t) if with_target else None,
-        status=info.status, converged=info.converged, iterations=info.iterations,
-        smooth=bool(q_ok and (not with_target or np.isfinite(cond))), condition=cond)
+        status=info.status,
+        converged=info.converged,
+        iterations=info.iterations,
+        smooth=bool(q_ok and (not with_target or np.isfinite(cond))),
+        condition=cond,
+    )
     if jacobians:
         jac = _jacobians(fleet, market, settings, t_arg, opt, with_target)
         names = ("expected_revenue_eur", "cvar_eur", "coupling_price_eur_per_mwh")

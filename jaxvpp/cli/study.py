@@ -14,7 +14,23 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_OK, EXIT_NUMERICAL, EXIT_INPUT, EXIT_INFEASIBLE = 0, 1, 2, 3
+import numpy as np
+import pandas as pd
+
+from jaxvpp import io
+from jaxvpp.cli.common import (
+    EXIT_INFEASIBLE,
+    EXIT_INPUT,
+    EXIT_NUMERICAL,
+    EXIT_OK,
+    add_problem_arguments,
+    read_problem,
+)
+from jaxvpp.coordination.feasibility import check_target
+from jaxvpp.errors import InputError
+from jaxvpp.problem import FLEET_COLUMNS
+from jaxvpp.studies.sensitivity import sensitivities
+from jaxvpp.studies.sweeps import SWEEP_PARAMS, check_values, parse_values, sweep
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,11 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from jaxvpp.cli import add_problem_arguments
 
     add_problem_arguments(p)
-    p.add_argument("--tol", type=float, default=None,
-                   help="relative tolerance (default: ALADIN 1e-9 for sensitivity, 1e-8 for sweep; battery solver 1e-9)")
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="relative tolerance (default: ALADIN 1e-9 for sensitivity, 1e-8 for sweep; battery solver 1e-9)",
+    )
     p.add_argument("--max-iter", type=int, default=None, help="iteration limit (default 100 ALADIN, 80 battery solver)")
     p.add_argument("--out", type=Path, default=Path("results"), help="output directory (default results/)")
 
@@ -44,14 +63,12 @@ def _scenario_labels(path: Path | None, k: int) -> list[str]:
 
 def _inputs(args: argparse.Namespace):
     """Validated inputs: ids, fleet, step labels, market, scenario labels, target (or None), settings."""
-    from jaxvpp.cli import read_problem
 
     ids, fleet, steps, market, target, settings = read_problem(args)
     return ids, fleet, steps, market, _scenario_labels(args.scenarios, market.num_scenarios), target, settings
 
 
 def _infeasible(fleet, target, settings, steps, path) -> str | None:
-    from jaxvpp.coordination import check_target
 
     bad = check_target(fleet, target, settings)
     if not bad:
@@ -85,13 +102,6 @@ def _add_sensitivity(sub: argparse._SubParsersAction) -> None:
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """``jaxvpp sensitivity``: write sensitivities.csv, price_sensitivities.csv and summary.json."""
-    import numpy as np
-    import pandas as pd
-
-    from jaxvpp import io
-    from jaxvpp.errors import InputError
-    from jaxvpp.problem import FLEET_COLUMNS
-    from jaxvpp.sensitivity import sensitivities
 
     t0 = time.perf_counter()
     try:
@@ -108,43 +118,61 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     if sens.status == "infeasible_target":
         print(f"error: infeasible target {args.target}: the coupling price diverged", file=sys.stderr)
         return EXIT_INFEASIBLE
-    per_battery = pd.DataFrame({"battery_id": ids, **{f"d_objective_d_{c}": sens.d_objective_d_fleet[c]
-                                                      for c in FLEET_COLUMNS}})
-    per_step = pd.DataFrame({"step": steps, **{f"d_objective_d_price_{s}": sens.d_objective_d_prices[k]
-                                                for k, s in enumerate(labels)}})
+    per_battery = pd.DataFrame(
+        {"battery_id": ids, **{f"d_objective_d_{c}": sens.d_objective_d_fleet[c] for c in FLEET_COLUMNS}}
+    )
+    per_step = pd.DataFrame(
+        {"step": steps, **{f"d_objective_d_price_{s}": sens.d_objective_d_prices[k] for k, s in enumerate(labels)}}
+    )
     if target is not None:
         per_step["d_objective_d_target_mw"] = sens.d_objective_d_target
         per_step["coupling_price_eur_per_mwh"] = sens.coupling_price_eur_per_mwh
-    numbers = [per_battery.iloc[:, 1:].to_numpy(), per_step.iloc[:, 1:].to_numpy(),
-               np.array([sens.objective_eur, sens.d_objective_d_alpha, sens.d_objective_d_dt_hours])]
+    numbers = [
+        per_battery.iloc[:, 1:].to_numpy(),
+        per_step.iloc[:, 1:].to_numpy(),
+        np.array([sens.objective_eur, sens.d_objective_d_alpha, sens.d_objective_d_dt_hours]),
+    ]
     if not all(np.all(np.isfinite(a)) for a in numbers) or sens.status == "numerical_error":
-        print("error: the solve or its derivative has non-finite values (numerical error); nothing written",
-              file=sys.stderr)
+        print(
+            "error: the solve or its derivative has non-finite values (numerical error); nothing written",
+            file=sys.stderr,
+        )
         return EXIT_NUMERICAL
     summary = dict(
         objective_eur=sens.objective_eur,
         expected_revenue_eur=float(np.sum(sens.expected_revenue_eur)),
         cvar_eur=float(np.sum(sens.cvar_eur)),
         coordinated=target is not None,
-        status=sens.status, converged=sens.converged, iterations=sens.iterations,
+        status=sens.status,
+        converged=sens.converged,
+        iterations=sens.iterations,
         smooth=sens.smooth,
         condition=None if not np.isfinite(sens.condition) else float(sens.condition),
         d_objective_d_alpha=sens.d_objective_d_alpha,
         d_objective_d_dt_hours=sens.d_objective_d_dt_hours,
         d_objective_d_probability={s: float(v) for s, v in zip(labels, sens.d_objective_d_probabilities)},
-        num_batteries=len(ids), num_steps=len(steps), num_scenarios=int(market.num_scenarios),
-        alpha=args.alpha, dt_hours=args.dt_hours, baseline=args.baseline,
+        num_batteries=len(ids),
+        num_steps=len(steps),
+        num_scenarios=int(market.num_scenarios),
+        alpha=args.alpha,
+        dt_hours=args.dt_hours,
+        baseline=args.baseline,
         wall_time_s=time.perf_counter() - t0,
     )
-    io.write_outputs(args.out, {
-        "sensitivities.csv": per_battery.to_csv(index=False),
-        "price_sensitivities.csv": per_step.to_csv(index=False),
-        "summary.json": json.dumps(summary, indent=2) + "\n",
-    })
+    io.write_outputs(
+        args.out,
+        {
+            "sensitivities.csv": per_battery.to_csv(index=False),
+            "price_sensitivities.csv": per_step.to_csv(index=False),
+            "summary.json": json.dumps(summary, indent=2) + "\n",
+        },
+    )
     flag = "" if sens.smooth else " (not smooth here: see summary.json)"
-    print(f"{len(ids)} batteries, {len(steps)} steps: objective {sens.objective_eur:.2f} EUR ({sens.status}, "
-          f"{sens.iterations} iterations); gradients{flag} in {summary['wall_time_s']:.1f} s; wrote "
-          f"{args.out}/sensitivities.csv, price_sensitivities.csv and summary.json")
+    print(
+        f"{len(ids)} batteries, {len(steps)} steps: objective {sens.objective_eur:.2f} EUR ({sens.status}, "
+        f"{sens.iterations} iterations); gradients{flag} in {summary['wall_time_s']:.1f} s; wrote "
+        f"{args.out}/sensitivities.csv, price_sensitivities.csv and summary.json"
+    )
     return EXIT_OK
 
 
@@ -154,7 +182,6 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
-    from jaxvpp.sweep import SWEEP_PARAMS
 
     params = "; ".join(f"{k}: {v}" for k, v in SWEEP_PARAMS.items())
     p = sub.add_parser(
@@ -170,20 +197,18 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     )
     _common(p)
     p.add_argument("--param", required=True, help=f"the parameter to sweep: {', '.join(SWEEP_PARAMS)}")
-    p.add_argument("--values", required=True,
-                   help="a:b:n = n values from a to b inclusive (0:2:64 is 64 values 0, 2/63, ..., 2), or a comma "
-                        "list such as 0,0.5,1")
+    p.add_argument(
+        "--values",
+        required=True,
+        help="a:b:n = n values from a to b inclusive (0:2:64 is 64 values 0, 2/63, ..., 2), or a comma "
+        "list such as 0,0.5,1",
+    )
     p.add_argument("--no-plot", action="store_true", help="do not write frontier.png")
     p.set_defaults(func=cmd_sweep)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``jaxvpp sweep``: write sweep.csv, frontier.png and summary.json."""
-    import numpy as np
-
-    from jaxvpp import io
-    from jaxvpp.errors import InputError
-    from jaxvpp.sweep import check_values, parse_values, sweep
 
     t0 = time.perf_counter()
     try:
@@ -211,15 +236,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from jaxvpp.plots import png_bytes, sweep_frontier
 
         what = "coordinated to the target" if target is not None else "each battery alone"
-        files["frontier.png"] = png_bytes(sweep_frontier(table, args.param, alpha=args.alpha,
-                                                         subtitle=f"{len(ids)} batteries, {what}"), dpi=90)
-    summary = dict(param=args.param, values=len(values), coordinated=target is not None,
-                   converged=int(table["converged"].sum()), num_batteries=len(ids), num_steps=len(steps),
-                   num_scenarios=int(market.num_scenarios), alpha=args.alpha, dt_hours=args.dt_hours,
-                   baseline=args.baseline, solve_time_s=t_solve, wall_time_s=time.perf_counter() - t0)
+        files["frontier.png"] = png_bytes(
+            sweep_frontier(table, args.param, alpha=args.alpha, subtitle=f"{len(ids)} batteries, {what}"), dpi=90
+        )
+    summary = dict(
+        param=args.param,
+        values=len(values),
+        coordinated=target is not None,
+        converged=int(table["converged"].sum()),
+        num_batteries=len(ids),
+        num_steps=len(steps),
+        num_scenarios=int(market.num_scenarios),
+        alpha=args.alpha,
+        dt_hours=args.dt_hours,
+        baseline=args.baseline,
+        solve_time_s=t_solve,
+        wall_time_s=time.perf_counter() - t0,
+    )
     files["summary.json"] = json.dumps(summary, indent=2) + "\n"
     io.write_outputs(args.out, files)
-    print(f"{len(values)} values of {args.param} x {len(ids)} batteries in one batched call: {summary['converged']} "
-          f"converged; solve {t_solve:.1f} s (compilation included), {summary['wall_time_s']:.1f} s in all; wrote "
-          f"{args.out}/sweep.csv" + ("" if args.no_plot else ", frontier.png") + " and summary.json")
+    print(
+        f"{len(values)} values of {args.param} x {len(ids)} batteries in one batched call: {summary['converged']} "
+        f"converged; solve {t_solve:.1f} s (compilation included), {summary['wall_time_s']:.1f} s in all; wrote "
+        f"{args.out}/sweep.csv" + ("" if args.no_plot else ", frontier.png") + " and summary.json"
+    )
     return EXIT_OK

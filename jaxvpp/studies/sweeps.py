@@ -6,7 +6,7 @@ A sweep varies one parameter over a grid of values and solves every resulting pr
   column) the B fleets are laid end to end and solved by ONE call of the battery solver
   (:func:`jaxvpp.battery.solve_batteries`, as ``jaxvpp run``'s frontier does); otherwise (alpha, prices) the
   solver is ``vmap``-ped over the problems. Batteries are independent, so each row is its separate solve;
-* with a target every problem is coordinated by interior-point ALADIN (:func:`jaxvpp.coordination.aladin_ipm`)
+* with a target every problem is coordinated by interior-point ALADIN (:func:`jaxvpp.coordination.aladin.aladin_ipm`)
   ``vmap``-ped over the problems: one ``while_loop`` runs until every problem has stopped, and a problem that
   has stopped is frozen (its carry is kept), so each member takes exactly the iterations it takes alone.
 
@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 from jax import Array, lax
 
-from jaxvpp.battery import fleet_metrics, solve_batteries
-from jaxvpp.coordination import STATUSES, aladin_ipm, check_target
+from jaxvpp.battery.solution import fleet_metrics, solve_batteries
+from jaxvpp.coordination.aladin import STATUSES, aladin_ipm
+from jaxvpp.coordination.feasibility import check_target
 from jaxvpp.errors import InputError
 from jaxvpp.problem import Fleet, Market, Settings
 
@@ -43,8 +44,16 @@ SWEEP_PARAMS: dict[str, str] = {
 
 #: Columns of ``sweep.csv`` after the parameter's own column.
 SWEEP_COLUMNS: tuple[str, ...] = (
-    "objective_eur", "expected_revenue_eur", "degradation_eur", "expected_profit_eur", "cvar_eur", "converged",
-    "status", "iterations", "coupling_residual_mw")
+    "objective_eur",
+    "expected_revenue_eur",
+    "degradation_eur",
+    "expected_profit_eur",
+    "cvar_eur",
+    "converged",
+    "status",
+    "iterations",
+    "coupling_residual_mw",
+)
 
 
 class BatchResult(NamedTuple):
@@ -81,15 +90,22 @@ def _chunked_map(f, xs, per_chunk: int):
 
 
 @functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
-def _coordinated_batch(fleets: Fleet, markets: Market, settings: Settings, targets: Array, tol: float,
-                       max_iter: int):
+def _coordinated_batch(fleets: Fleet, markets: Market, settings: Settings, targets: Array, tol: float, max_iter: int):
     def one(fleet, market, st, target):
         s = aladin_ipm(fleet, market, target, st, tol=tol, max_iter=max_iter)
         power = fleet.power_mw[:, None]
         met = fleet_metrics(fleet, market, st, s.local.x.c * power, s.local.x.d * power)
-        return (jnp.sum(met["objective_eur"]), jnp.sum(met["expected_revenue_eur"]), jnp.sum(met["degradation_eur"]),
-                jnp.sum(met["cvar_eur"]), s.status, s.iteration, s.coupling_residual_mw, met["net_mw"],
-                -s.lam / st.dt_hours)
+        return (
+            jnp.sum(met["objective_eur"]),
+            jnp.sum(met["expected_revenue_eur"]),
+            jnp.sum(met["degradation_eur"]),
+            jnp.sum(met["cvar_eur"]),
+            s.status,
+            s.iteration,
+            s.coupling_residual_mw,
+            met["net_mw"],
+            -s.lam / st.dt_hours,
+        )
 
     return _chunked_map(lambda a: one(*a), (fleets, markets, settings, targets), _problems_per_chunk(fleets))
 
@@ -98,8 +114,15 @@ def _coordinated_batch(fleets: Fleet, markets: Market, settings: Settings, targe
 def _independent_batch(fleets: Fleet, markets: Market, settings: Settings, tol: float, max_iter: int):
     def one(fleet, market, st):
         sol = solve_batteries(fleet, market, st, tol=tol, max_iter=max_iter)
-        return (jnp.sum(sol.objective_eur), jnp.sum(sol.expected_revenue_eur), jnp.sum(sol.degradation_eur),
-                jnp.sum(sol.cvar_eur), jnp.all(sol.converged), jnp.max(sol.iterations), sol.net_mw)
+        return (
+            jnp.sum(sol.objective_eur),
+            jnp.sum(sol.expected_revenue_eur),
+            jnp.sum(sol.degradation_eur),
+            jnp.sum(sol.cvar_eur),
+            jnp.all(sol.converged),
+            jnp.max(sol.iterations),
+            sol.net_mw,
+        )
 
     return _chunked_map(lambda a: one(*a), (fleets, markets, settings), _problems_per_chunk(fleets))
 
@@ -107,15 +130,27 @@ def _independent_batch(fleets: Fleet, markets: Market, settings: Settings, tol: 
 @functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
 def _tiled_batch(fleets: Fleet, market: Market, settings: Settings, tol: float, max_iter: int):
     B, N = fleets.capacity_mwh.shape
-    sol = solve_batteries(Fleet(*(a.reshape(B * N) for a in fleets)), market, settings, tol=tol, max_iter=max_iter,
-                          chunk_size=CHUNK_BATTERIES)
+    sol = solve_batteries(
+        Fleet(*(a.reshape(B * N) for a in fleets)),
+        market,
+        settings,
+        tol=tol,
+        max_iter=max_iter,
+        chunk_size=CHUNK_BATTERIES,
+    )
 
     def per(a):
         return a.reshape((B, N) + a.shape[1:])
 
-    return (jnp.sum(per(sol.objective_eur), 1), jnp.sum(per(sol.expected_revenue_eur), 1),
-            jnp.sum(per(sol.degradation_eur), 1), jnp.sum(per(sol.cvar_eur), 1), jnp.all(per(sol.converged), 1),
-            jnp.max(per(sol.iterations), 1), per(sol.net_mw))
+    return (
+        jnp.sum(per(sol.objective_eur), 1),
+        jnp.sum(per(sol.expected_revenue_eur), 1),
+        jnp.sum(per(sol.degradation_eur), 1),
+        jnp.sum(per(sol.cvar_eur), 1),
+        jnp.all(per(sol.converged), 1),
+        jnp.max(per(sol.iterations), 1),
+        per(sol.net_mw),
+    )
 
 
 def _shared(tree) -> bool:
@@ -150,8 +185,13 @@ def solve_batch(
         if _shared(markets) and _shared(settings):
             # Only the fleets differ: one battery-solver call on the B fleets laid end to end (B*N batteries,
             # chunked as usual), as jaxvpp run's frontier does, instead of a vmap around the chunked solver.
-            out = _tiled_batch(fleets, jax.tree.map(lambda a: a[0], markets), jax.tree.map(lambda a: a[0], settings),
-                               tol=tol or 1e-9, max_iter=max_iter or 80)
+            out = _tiled_batch(
+                fleets,
+                jax.tree.map(lambda a: a[0], markets),
+                jax.tree.map(lambda a: a[0], settings),
+                tol=tol or 1e-9,
+                max_iter=max_iter or 80,
+            )
         else:
             out = _independent_batch(fleets, markets, settings, tol=tol or 1e-9, max_iter=max_iter or 80)
         obj, rev, deg, cv, conv, it, net = (np.asarray(a) for a in out)
@@ -164,8 +204,11 @@ def solve_batch(
     status = [STATUSES[int(s)] for s in st]
     for b in range(B):
         fleet_b = Fleet(*(a[b] for a in fleets))
-        settings_b = Settings(dt_hours=float(np.asarray(settings.dt_hours)[b]), alpha=float(np.asarray(settings.alpha)[b]),
-                              baseline=settings.baseline)
+        settings_b = Settings(
+            dt_hours=float(np.asarray(settings.dt_hours)[b]),
+            alpha=float(np.asarray(settings.alpha)[b]),
+            baseline=settings.baseline,
+        )
         if check_target(fleet_b, np.asarray(targets[b]), settings_b):
             status[b] = "infeasible_target"
     conv = np.array([s == "converged" for s in status])
@@ -176,8 +219,9 @@ def _stack(tree, B: int):
     return jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a, jnp.float64), (B,) + jnp.shape(a)), tree)
 
 
-def build_batch(fleet: Fleet, market: Market, settings: Settings, target: np.ndarray | None, param: str,
-                values: np.ndarray) -> tuple[Fleet, Market, Settings, Array | None]:
+def build_batch(
+    fleet: Fleet, market: Market, settings: Settings, target: np.ndarray | None, param: str, values: np.ndarray
+) -> tuple[Fleet, Market, Settings, Array | None]:
     """The batch of problems of a sweep: ``param`` set to each of ``values`` (see :data:`SWEEP_PARAMS`)."""
     check_values(param, values, has_target=target is not None)
     v = jnp.asarray(np.asarray(values, dtype=np.float64))
@@ -241,8 +285,10 @@ def parse_values(text: str) -> np.ndarray:
     except InputError:
         raise
     except ValueError:
-        raise InputError(f"expected a:b:n (n values from a to b inclusive) or a comma list of numbers, got {text!r}",
-                         column="--values") from None
+        raise InputError(
+            f"expected a:b:n (n values from a to b inclusive) or a comma list of numbers, got {text!r}",
+            column="--values",
+        ) from None
     return vals
 
 
@@ -265,9 +311,18 @@ def sweep(
     values = np.asarray(values, dtype=np.float64)
     batch = build_batch(fleet, market, settings, target, param, values)
     res = solve_batch(*batch, tol=tol, max_iter=max_iter)
-    table = pd.DataFrame({
-        param: values, "objective_eur": res.objective_eur, "expected_revenue_eur": res.expected_revenue_eur,
-        "degradation_eur": res.degradation_eur, "expected_profit_eur": res.expected_revenue_eur - res.degradation_eur,
-        "cvar_eur": res.cvar_eur, "converged": res.converged, "status": res.status, "iterations": res.iterations,
-        "coupling_residual_mw": res.coupling_residual_mw})
+    table = pd.DataFrame(
+        {
+            param: values,
+            "objective_eur": res.objective_eur,
+            "expected_revenue_eur": res.expected_revenue_eur,
+            "degradation_eur": res.degradation_eur,
+            "expected_profit_eur": res.expected_revenue_eur - res.degradation_eur,
+            "cvar_eur": res.cvar_eur,
+            "converged": res.converged,
+            "status": res.status,
+            "iterations": res.iterations,
+            "coupling_residual_mw": res.coupling_residual_mw,
+        }
+    )
     return table, res

@@ -137,8 +137,10 @@ def harmonise_resolution(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     dur = step_minutes(pd.DatetimeIndex(df[TIMESTAMP]))
     finest = int(dur.min())
     if finest not in RESOLUTIONS or np.any(dur % finest):
-        raise InputError(f"step lengths {sorted(set(dur.tolist()))} min are not whole multiples of one of {RESOLUTIONS} min",
-                         column=TIMESTAMP)
+        raise InputError(
+            f"step lengths {sorted(set(dur.tolist()))} min are not whole multiples of one of {RESOLUTIONS} min",
+            column=TIMESTAMP,
+        )
     if np.all(dur == finest):
         return df.reset_index(drop=True), finest
     reps = dur // finest
@@ -160,7 +162,8 @@ def to_resolution(df: pd.DataFrame, minutes: int) -> pd.DataFrame:
         reps = res // minutes
         out = df.loc[df.index.repeat(reps)].reset_index(drop=True)
         out[TIMESTAMP] = pd.DatetimeIndex(out[TIMESTAMP]) + pd.to_timedelta(
-            np.tile(np.arange(reps) * minutes, len(df)), unit="min")
+            np.tile(np.arange(reps) * minutes, len(df)), unit="min"
+        )
         return out
     key = pd.DatetimeIndex(df[TIMESTAMP]).floor(f"{minutes}min")
     out = df.drop(columns=[TIMESTAMP]).groupby(key).mean()
@@ -189,13 +192,23 @@ def parse_timestamps(values: pd.Series, *, file: str | None = None, column: str 
     bad = parsed.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(f"cannot parse timestamp {raw.iloc[i]!r} (expected ISO 8601, e.g. 2025-01-01T00:00:00Z)",
-                         file=file, row=_line(i), column=column)
+        raise InputError(
+            f"cannot parse timestamp {raw.iloc[i]!r} (expected ISO 8601, e.g. 2025-01-01T00:00:00Z)",
+            file=file,
+            row=_line(i),
+            column=column,
+        )
     return pd.DatetimeIndex(parsed).as_unit("ns")
 
 
-def _numeric(values: pd.Series, *, file: str | None, column: str, allow_missing: np.ndarray | None = None,
-             lines: np.ndarray | None = None) -> np.ndarray:
+def numeric_column(
+    values: pd.Series,
+    *,
+    file: str | None,
+    column: str,
+    allow_missing: np.ndarray | None = None,
+    lines: np.ndarray | None = None,
+) -> np.ndarray:
     """Float values of a column of cells; an empty, NaN, non-numeric or infinite cell raises ``InputError``."""
     line = (lambda i: int(lines[i])) if lines is not None else _line
     raw = values.astype("string").str.strip()
@@ -229,13 +242,18 @@ def check_timestamps(ts: pd.DatetimeIndex, *, file: str | None = None, lines: np
         raise InputError(f"duplicate timestamp {ts[i].isoformat()}", file=file, row=line(i), column=TIMESTAMP)
     if np.any(d < 0):
         i = int(np.flatnonzero(d < 0)[0]) + 1
-        raise InputError(f"timestamps not increasing: {ts[i].isoformat()} after {ts[i - 1].isoformat()}",
-                         file=file, row=line(i), column=TIMESTAMP)
+        raise InputError(
+            f"timestamps not increasing: {ts[i].isoformat()} after {ts[i - 1].isoformat()}",
+            file=file,
+            row=line(i),
+            column=TIMESTAMP,
+        )
     off = (t // 1_000_000_000) % (15 * 60)
     if np.any(off):
         i = int(np.flatnonzero(off)[0])
-        raise InputError(f"timestamp {ts[i].isoformat()} is not on a 15-minute boundary", file=file,
-                         row=line(i), column=TIMESTAMP)
+        raise InputError(
+            f"timestamp {ts[i].isoformat()} is not on a 15-minute boundary", file=file, row=line(i), column=TIMESTAMP
+        )
 
 
 def validate_prices(df: pd.DataFrame, *, file: str | None = None, allow_future: bool = False) -> pd.DataFrame:
@@ -273,9 +291,9 @@ def validate_prices(df: pd.DataFrame, *, file: str | None = None, allow_future: 
                 k -= 1
             tail[k:] = True
         allow = tail
-    out[PRICE] = _numeric(df[PRICE], file=file, column=PRICE, allow_missing=allow)
+    out[PRICE] = numeric_column(df[PRICE], file=file, column=PRICE, allow_missing=allow)
     for c in exog:
-        out[str(c)] = _numeric(df[c], file=file, column=str(c))
+        out[str(c)] = numeric_column(df[c], file=file, column=str(c))
     if np.isnan(out[PRICE]).all():
         raise InputError("no prices given", file=file, column=PRICE)
     return out
@@ -360,8 +378,12 @@ def synthetic_prices(
     winter = np.cos(2 * np.pi * (doy - 15) / 365.25)  # +1 mid-January, -1 mid-July
 
     # demand (normalised): daily shape, weekend, season
-    shape = (0.72 + 0.16 * np.exp(-((hour - 9.0) ** 2) / 6.0) + 0.20 * np.exp(-((hour - 19.0) ** 2) / 5.0)
-             - 0.10 * np.exp(-((hour - 3.5) ** 2) / 6.0))
+    shape = (
+        0.72
+        + 0.16 * np.exp(-((hour - 9.0) ** 2) / 6.0)
+        + 0.20 * np.exp(-((hour - 19.0) ** 2) / 5.0)
+        - 0.10 * np.exp(-((hour - 3.5) ** 2) / 6.0)
+    )
     weekend = np.where(dow == 6, 0.82, np.where(dow == 5, 0.90, 1.0))
     demand = shape * weekend * (1.0 + 0.07 * winter)
 
@@ -369,12 +391,12 @@ def synthetic_prices(
     sun = np.clip(np.sin(np.pi * (hour - 6.5 + 1.5 * (1 - winter) / 2) / (11.0 + 5.0 * (1 - winter) / 2)), 0, None)
     sun = np.where((hour > 4) & (hour < 22), sun, 0.0)
     cloud = np.clip(rng.beta(2.5, 1.5, size=days + 1), 0.05, 1.0)[day_no]
-    solar = (0.22 + 0.18 * (1 - winter) / 2) * sun ** 1.5 * cloud
+    solar = (0.22 + 0.18 * (1 - winter) / 2) * sun**1.5 * cloud
     wind_hours = np.arange(n) / steps_per_hour
     phi = 0.985 ** (1.0 / steps_per_hour)  # hourly persistence ~ 0.985 (a weather system lasts days)
-    eps = rng.standard_normal(n) * np.sqrt(1 - phi ** 2)
+    eps = rng.standard_normal(n) * np.sqrt(1 - phi**2)
     w = np.empty(n)
-    w[0] = eps[0] / np.sqrt(1 - phi ** 2)
+    w[0] = eps[0] / np.sqrt(1 - phi**2)
     for i in range(1, n):
         w[i] = phi * w[i - 1] + eps[i]
     wind = np.clip(0.28 + 0.06 * winter + 0.17 * w + 0.02 * np.sin(2 * np.pi * wind_hours / 24 + 1.0), 0.02, None)
@@ -393,7 +415,7 @@ def synthetic_prices(
 
     # heavy-tailed AR(1) noise and scarcity spikes (EUR/MWh)
     phi_n = 0.8 ** (1.0 / steps_per_hour)
-    innov = rng.standard_t(3, size=n) * 5.0 * np.sqrt(1 - phi_n ** 2) / np.sqrt(3.0)
+    innov = rng.standard_t(3, size=n) * 5.0 * np.sqrt(1 - phi_n**2) / np.sqrt(3.0)
     noise = np.empty(n)
     noise[0] = innov[0]
     for i in range(1, n):
@@ -407,11 +429,13 @@ def synthetic_prices(
     if resolution_minutes == 15:  # quarter-hour sawtooth inside the hour (ramp effects of 15-min products)
         quarter = 3.0 * (np.asarray(loc.minute) / 15.0 - 1.5) * np.sign(np.gradient(demand))
     price = level * base + noise + daily_shock + spikes + dips + quarter
-    return pd.DataFrame({
-        TIMESTAMP: idx.tz_convert("UTC").as_unit("ns"),
-        PRICE: np.round(price, 2),
-        "renewable_share": np.round(share_fc, 4),
-    })
+    return pd.DataFrame(
+        {
+            TIMESTAMP: idx.tz_convert("UTC").as_unit("ns"),
+            PRICE: np.round(price, 2),
+            "renewable_share": np.round(share_fc, 4),
+        }
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -425,11 +449,17 @@ def _entsoe_columns(raw: pd.DataFrame, file: str) -> tuple[str, str]:
     mtu = [c for c in raw.columns if c.strip().upper().startswith("MTU")]
     price = [c for c in raw.columns if "price" in c.lower() and "eur" in c.lower()]
     if not mtu:
-        raise InputError(f"no 'MTU ...' column: not an ENTSO-E day-ahead price export (found {list(raw.columns)})",
-                         file=file, column="MTU")
+        raise InputError(
+            f"no 'MTU ...' column: not an ENTSO-E day-ahead price export (found {list(raw.columns)})",
+            file=file,
+            column="MTU",
+        )
     if not price:
-        raise InputError(f"no 'Day-ahead Price [EUR/MWh]' column (found {list(raw.columns)})", file=file,
-                         column="Day-ahead Price [EUR/MWh]")
+        raise InputError(
+            f"no 'Day-ahead Price [EUR/MWh]' column (found {list(raw.columns)})",
+            file=file,
+            column="Day-ahead Price [EUR/MWh]",
+        )
     return mtu[0], price[0]
 
 
@@ -462,16 +492,26 @@ def read_entsoe_csv(path: str | Path, *, tz: str = MARKET_TZ) -> pd.DataFrame:
     marks = start_text.str.extract(_TZ_MARK)[0]
     start_clean = start_text.str.replace(_TZ_MARK, "", regex=True).str.strip()
     parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
-    for fmt in ("%d.%m.%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S",
-                "%Y-%m-%d %H:%M"):
+    for fmt in (
+        "%d.%m.%Y %H:%M",
+        "%d/%m/%Y %H:%M:%S",
+        "%d/%m/%Y %H:%M",
+        "%d.%m.%Y %H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ):
         todo = parsed.isna()
         if not todo.any():
             break
         parsed[todo] = pd.to_datetime(start_clean[todo], format=fmt, errors="coerce")
     if parsed.isna().any():
         i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-        raise InputError(f"cannot parse delivery period {text.iloc[i]!r}", file=file,
-                         row=_line(int(raw["index"].iloc[i])), column=mtu_col)
+        raise InputError(
+            f"cannot parse delivery period {text.iloc[i]!r}",
+            file=file,
+            row=_line(int(raw["index"].iloc[i])),
+            column=mtu_col,
+        )
     naive = pd.DatetimeIndex(parsed)
     if "UTC" in mtu_col.upper():
         ts = naive.tz_localize("UTC")
@@ -492,7 +532,7 @@ def read_entsoe_csv(path: str | Path, *, tz: str = MARKET_TZ) -> pd.DataFrame:
         raise InputError("the export holds no prices", file=file, column=price_col)
     lines = raw["index"][keep].to_numpy() + 2  # line numbers in the export (header = line 1)
     check_timestamps(frame[TIMESTAMP], file=file, lines=lines)
-    frame[PRICE] = _numeric(frame[PRICE], file=file, column=price_col, lines=lines)
+    frame[PRICE] = numeric_column(frame[PRICE], file=file, column=price_col, lines=lines)
     return frame
 
 
@@ -533,13 +573,18 @@ def fetch_entsoe(
         return read_price_file(cache), cache
     key = api_key or os.environ.get("ENTSOE_API_KEY", "").strip()
     if not key:
-        raise InputError("the ENTSO-E API key is not set: export ENTSOE_API_KEY=<your token> (request one from "
-                         "transparency@entsoe.eu), or import an exported CSV with --import-csv", column="ENTSOE_API_KEY")
+        raise InputError(
+            "the ENTSO-E API key is not set: export ENTSOE_API_KEY=<your token> (request one from "
+            "transparency@entsoe.eu), or import an exported CSV with --import-csv",
+            column="ENTSOE_API_KEY",
+        )
     try:
         from entsoe import EntsoePandasClient
     except ImportError:
-        raise InputError("entsoe-py is not installed: pip install 'jaxvpp[entsoe]' (or entsoe-py), or import an "
-                         "exported CSV with --import-csv") from None
+        raise InputError(
+            "entsoe-py is not installed: pip install 'jaxvpp[entsoe]' (or entsoe-py), or import an "
+            "exported CSV with --import-csv"
+        ) from None
     client = EntsoePandasClient(api_key=key)
     s0 = t_start.tz_localize(tz) if t_start.tzinfo is None else t_start
     s1 = t_end.tz_localize(tz) if t_end.tzinfo is None else t_end

@@ -80,5 +80,7 @@ def solve_coupling(factor: CouplingFactor, messages: AgentMessage, target_mw: Ar
 
 def common_step(steps: StepMessage, fraction: float = 0.99) -> tuple[Array, Array]:
     """Fleet-wide primal and dual step lengths: the fraction-to-boundary rule over every battery's bounds."""
-    return (jnp.minimum(1.0, fraction * jnp.min(steps.max_primal)),
-            jnp.minimum(1.0, fraction * jnp.min(steps.max_dual)))
+    return (
+        jnp.minimum(1.0, fraction * jnp.min(steps.max_primal)),
+        jnp.minimum(1.0, fraction * jnp.min(steps.max_dual)),
+    )

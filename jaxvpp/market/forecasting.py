@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from jaxvpp.errors import InputError
-from jaxvpp.ingress import (
+from jaxvpp.market.ingress import (
     MARKET_TZ,
     PRICE,
     TIMESTAMP,
@@ -42,6 +42,8 @@ from jaxvpp.ingress import (
     harmonise_resolution,
     local_day,
     local_slot,
+    numeric_column,
+    parse_timestamps,
     write_files_atomic,
 )
 
@@ -105,8 +107,9 @@ class ForecastConfig:
         if self.backtest_days < 1:
             raise InputError(f"--backtest-days must be at least 1, got {self.backtest_days}", column="--backtest-days")
         if self.calibration_days < 1:
-            raise InputError(f"--calibration-days must be at least 1, got {self.calibration_days}",
-                             column="--calibration-days")
+            raise InputError(
+                f"--calibration-days must be at least 1, got {self.calibration_days}", column="--calibration-days"
+            )
         if self.refit_every < 1:
             raise InputError(f"--refit-every must be at least 1, got {self.refit_every}", column="--refit-every")
 
@@ -211,7 +214,9 @@ def _index(levels: list[float], value: float) -> int:
 class PreparedSeries:
     """A price series arranged by local delivery day and wall-clock slot."""
 
-    frame: pd.DataFrame  #: rows of history and forecast day: timestamp, price (NaN on the forecast day), exog, day, slot
+    frame: (
+        pd.DataFrame
+    )  #: rows of history and forecast day: timestamp, price (NaN on the forecast day), exog, day, slot
     exog: list[str]  #: exogenous column names
     resolution: int  #: step length (minutes)
     history_days: pd.DatetimeIndex  #: local days with prices (complete days)
@@ -243,8 +248,10 @@ def prepare_series(df: pd.DataFrame, *, tz: str = MARKET_TZ) -> PreparedSeries:
     last = hist["day"].iloc[-1]
     expected = len(delivery_day_steps(last, res, tz))
     if int((hist["day"] == last).sum()) < expected:
-        notes.append(f"the last day {last:%Y-%m-%d} is incomplete ({int((hist['day'] == last).sum())} of {expected} "
-                     "steps); it is dropped and forecast instead")
+        notes.append(
+            f"the last day {last:%Y-%m-%d} is incomplete ({int((hist['day'] == last).sum())} of {expected} "
+            "steps); it is dropped and forecast instead"
+        )
         hist = hist[hist["day"] != last].reset_index(drop=True)
         if len(hist) == 0:
             raise InputError("no complete delivery day in the file", column=TIMESTAMP)
@@ -255,8 +262,10 @@ def prepare_series(df: pd.DataFrame, *, tz: str = MARKET_TZ) -> PreparedSeries:
         have = future.set_index(TIMESTAMP)[exog] if len(future) else pd.DataFrame(columns=exog)
         vals = have.reindex(pd.DatetimeIndex(steps).as_unit("ns")) if len(have) else None
         if vals is None or vals.isna().any().any():
-            notes.append(f"no exogenous values ({', '.join(exog)}) for every step of {fday:%Y-%m-%d}: "
-                         "yesterday's values at the same time are used (persistence)")
+            notes.append(
+                f"no exogenous values ({', '.join(exog)}) for every step of {fday:%Y-%m-%d}: "
+                "yesterday's values at the same time are used (persistence)"
+            )
         for c in exog:
             fut[c] = np.nan if vals is None else vals[c].to_numpy()
     fut[PRICE] = np.nan
@@ -304,13 +313,21 @@ def build_features(series: PreparedSeries, rows: pd.DataFrame, *, weekly: bool) 
     P = series.tables[PRICE]
     f: dict[str, np.ndarray] = {
         "hour": slot / 60.0,
-        "sin_day": np.sin(2 * np.pi * frac), "cos_day": np.cos(2 * np.pi * frac),
-        "sin_day2": np.sin(4 * np.pi * frac), "cos_day2": np.cos(4 * np.pi * frac),
-        "dow": dow, "saturday": (dow == 5).astype(float), "sunday": (dow == 6).astype(float),
-        "sin_year": np.sin(2 * np.pi * doy / 365.25), "cos_year": np.cos(2 * np.pi * doy / 365.25),
-        "lag1": _lookup(P, day, slot, 1), "lag2": _lookup(P, day, slot, 2),
-        "d1_mean": _daily(P, day, 1, "mean"), "d1_min": _daily(P, day, 1, "min"),
-        "d1_max": _daily(P, day, 1, "max"), "d1_std": _daily(P, day, 1, "std"),
+        "sin_day": np.sin(2 * np.pi * frac),
+        "cos_day": np.cos(2 * np.pi * frac),
+        "sin_day2": np.sin(4 * np.pi * frac),
+        "cos_day2": np.cos(4 * np.pi * frac),
+        "dow": dow,
+        "saturday": (dow == 5).astype(float),
+        "sunday": (dow == 6).astype(float),
+        "sin_year": np.sin(2 * np.pi * doy / 365.25),
+        "cos_year": np.cos(2 * np.pi * doy / 365.25),
+        "lag1": _lookup(P, day, slot, 1),
+        "lag2": _lookup(P, day, slot, 2),
+        "d1_mean": _daily(P, day, 1, "mean"),
+        "d1_min": _daily(P, day, 1, "min"),
+        "d1_max": _daily(P, day, 1, "max"),
+        "d1_std": _daily(P, day, 1, "std"),
     }
     if weekly:
         f["lag7"] = _lookup(P, day, slot, 7)
@@ -351,10 +368,16 @@ def _fit_one(X: np.ndarray, y: np.ndarray, lv: float, cfg: ForecastConfig):
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         m = HistGradientBoostingRegressor(
-            loss="quantile", quantile=lv, max_iter=cfg.max_iter, learning_rate=cfg.learning_rate,
-            max_leaf_nodes=cfg.max_leaf_nodes, min_samples_leaf=cfg.min_samples_leaf, max_bins=cfg.max_bins,
+            loss="quantile",
+            quantile=lv,
+            max_iter=cfg.max_iter,
+            learning_rate=cfg.learning_rate,
+            max_leaf_nodes=cfg.max_leaf_nodes,
+            min_samples_leaf=cfg.min_samples_leaf,
+            max_bins=cfg.max_bins,
             early_stopping=False,
-            random_state=cfg.seed)
+            random_state=cfg.seed,
+        )
     else:
         from sklearn.linear_model import QuantileRegressor
         from sklearn.pipeline import make_pipeline
@@ -418,13 +441,17 @@ def _plan(series: PreparedSeries, cfg: ForecastConfig) -> tuple[ForecastConfig, 
     n = len(series.history_days)
     weekly = n >= WEEKLY_MIN_DAYS
     if not weekly:
-        notes.append(f"only {n} days of history (< {WEEKLY_MIN_DAYS}, about five weeks): the weekly lags are "
-                     "dropped and the baseline uses the daily lag")
+        notes.append(
+            f"only {n} days of history (< {WEEKLY_MIN_DAYS}, about five weeks): the weekly lags are "
+            "dropped and the baseline uses the daily lag"
+        )
     lag_days = 7 if weekly else 2
     avail = n - lag_days
     if avail < MIN_TRAIN_DAYS + 2:
-        raise InputError(f"the price file holds {n} complete days; at least {lag_days + MIN_TRAIN_DAYS + 2} are needed",
-                         column=TIMESTAMP)
+        raise InputError(
+            f"the price file holds {n} complete days; at least {lag_days + MIN_TRAIN_DAYS + 2} are needed",
+            column=TIMESTAMP,
+        )
     cal = min(cfg.calibration_days, max(1, avail // 4))
     bt = min(cfg.backtest_days, avail - cal - MIN_TRAIN_DAYS)
     if cal < cfg.calibration_days:
@@ -481,8 +508,9 @@ def _origin(d: pd.Timestamp, tz: str) -> pd.Timestamp:
     return (d - pd.Timedelta(days=1) + pd.Timedelta(hours=12)).tz_localize(tz).tz_convert("UTC")
 
 
-def seasonal_naive(series: PreparedSeries, days: list[pd.Timestamp], lag: int, window: int,
-                   levels: tuple[float, ...]) -> dict[pd.Timestamp, np.ndarray]:
+def seasonal_naive(
+    series: PreparedSeries, days: list[pd.Timestamp], lag: int, window: int, levels: tuple[float, ...]
+) -> dict[pd.Timestamp, np.ndarray]:
     """Seasonal-naive quantiles: the price ``lag`` days earlier plus the empirical quantiles of the lag-``lag``
     differences over the ``window`` days before the target day (pooled over slots)."""
     P = series.tables[PRICE]
@@ -508,13 +536,15 @@ def _choose_baseline_lag(series: PreparedSeries, first_test: pd.Timestamp, weekl
     if not weekly:
         return 1
     hd = [d for d in series.history_days if d < first_test]
-    eval_days = hd[-min(len(hd) - 14, cfg.baseline_window_days):] if len(hd) > 21 else []
+    eval_days = hd[-min(len(hd) - 14, cfg.baseline_window_days) :] if len(hd) > 21 else []
     if not eval_days:
         return 1
     best, best_loss = 1, np.inf
     fr = series.frame
     for lag in (1, 7):
-        fc = seasonal_naive(series, eval_days, lag, min(cfg.baseline_window_days, 7 if len(hd) < 49 else 28), cfg.levels)
+        fc = seasonal_naive(
+            series, eval_days, lag, min(cfg.baseline_window_days, 7 if len(hd) < 49 else 28), cfg.levels
+        )
         losses = []
         for d in eval_days:
             y = fr.loc[fr["day"] == d, PRICE].to_numpy()
@@ -531,7 +561,7 @@ def run_forecast(df: pd.DataFrame, cfg: ForecastConfig = ForecastConfig()) -> Fo
     cfg, weekly, notes = _plan(series, cfg)
     notes = series.notes + notes
     fc = _Forecaster(series, cfg, weekly)
-    test_days = list(series.history_days[-cfg.backtest_days:])
+    test_days = list(series.history_days[-cfg.backtest_days :])
     fr = series.frame
     cols = level_columns(cfg.levels)
     parts, raw_parts = [], []
@@ -630,8 +660,15 @@ def plot_risk_bands(result: ForecastResult, path: str | Path, tz: str = MARKET_T
         t = pd.DatetimeIndex(frame[TIMESTAMP]).tz_convert(tz).tz_localize(None)
         for (lo, hi), c in zip(pairs, shades):
             if lo in levels and hi in levels:
-                ax.fill_between(t, frame[level_column(lo)], frame[level_column(hi)], step="post", color=c,
-                                label=f"{int(lo * 100)}-{int(hi * 100)} % band", lw=0)
+                ax.fill_between(
+                    t,
+                    frame[level_column(lo)],
+                    frame[level_column(hi)],
+                    step="post",
+                    color=c,
+                    label=f"{int(lo * 100)}-{int(hi * 100)} % band",
+                    lw=0,
+                )
         if 0.5 in levels:
             ax.step(t, frame[level_column(0.5)], where="post", color="#08519c", lw=1.0, label="median")
         if realised:
@@ -643,9 +680,12 @@ def plot_risk_bands(result: ForecastResult, path: str | Path, tz: str = MARKET_T
     bt = result.backtest
     fan(axes[0], bt, True)
     m = result.metrics
-    axes[0].set_title(f"Backtest, {m['backtest_days']} days ({m['model']}, calibrated={m['calibrated']}): "
-                      f"90 % coverage {m['coverage_90']:.2f}, pinball {m['pinball_loss']:.2f} vs baseline "
-                      f"{m['baseline_pinball_loss']:.2f} EUR/MWh", fontsize=10)
+    axes[0].set_title(
+        f"Backtest, {m['backtest_days']} days ({m['model']}, calibrated={m['calibrated']}): "
+        f"90 % coverage {m['coverage_90']:.2f}, pinball {m['pinball_loss']:.2f} vs baseline "
+        f"{m['baseline_pinball_loss']:.2f} EUR/MWh",
+        fontsize=10,
+    )
     axes[0].set_xlabel(f"delivery time ({tz})")
     axes[0].legend(loc="upper left", fontsize=8, ncol=5)
     fan(axes[1], result.quantiles, False)
@@ -660,18 +700,20 @@ def plot_risk_bands(result: ForecastResult, path: str | Path, tz: str = MARKET_T
 def write_forecast(result: ForecastResult, out_dir: str | Path, tz: str = MARKET_TZ) -> None:
     """Write quantiles.csv, backtest.csv, baseline_backtest.csv, forecast_metrics.json and risk_bands.png (atomically)."""
     cols = level_columns(result.metrics["levels"])
-    write_files_atomic(out_dir, {
-        "quantiles.csv": quantile_frame_text(result.quantiles, [TIMESTAMP] + cols),
-        "backtest.csv": quantile_frame_text(result.backtest, [TIMESTAMP, "origin", "realised"] + cols),
-        "baseline_backtest.csv": quantile_frame_text(result.baseline, [TIMESTAMP, "origin", "realised"] + cols),
-        "forecast_metrics.json": json.dumps(result.metrics, indent=2) + "\n",
-        "risk_bands.png": lambda p: plot_risk_bands(result, p, tz),
-    })
+    write_files_atomic(
+        out_dir,
+        {
+            "quantiles.csv": quantile_frame_text(result.quantiles, [TIMESTAMP] + cols),
+            "backtest.csv": quantile_frame_text(result.backtest, [TIMESTAMP, "origin", "realised"] + cols),
+            "baseline_backtest.csv": quantile_frame_text(result.baseline, [TIMESTAMP, "origin", "realised"] + cols),
+            "forecast_metrics.json": json.dumps(result.metrics, indent=2) + "\n",
+            "risk_bands.png": lambda p: plot_risk_bands(result, p, tz),
+        },
+    )
 
 
 def read_quantile_file(path: str | Path, *, require: tuple[str, ...] = ()) -> tuple[pd.DataFrame, tuple[float, ...]]:
     """Read ``quantiles.csv`` or ``backtest.csv``: timestamps (UTC), level columns ``qX.XX`` and ``require``d columns."""
-    from jaxvpp.ingress import _numeric, parse_timestamps
 
     path = Path(path)
     if not path.is_file():
@@ -690,11 +732,11 @@ def read_quantile_file(path: str | Path, *, require: tuple[str, ...] = ()) -> tu
         try:
             levels.append(float(c[1:]))
         except ValueError:
-            raise InputError(f"column {c!r} is not a quantile level (expected e.g. q0.05)", file=str(path),
-                             column=c) from None
+            raise InputError(
+                f"column {c!r} is not a quantile level (expected e.g. q0.05)", file=str(path), column=c
+            ) from None
     if len(levels) < 2 or np.any(np.diff(levels) <= 0) or min(levels) <= 0 or max(levels) >= 1:
-        raise InputError("need at least two quantile columns q<level> with increasing levels in (0, 1)",
-                         file=str(path))
+        raise InputError("need at least two quantile columns q<level> with increasing levels in (0, 1)", file=str(path))
     if len(raw) == 0:
         raise InputError("no data rows", file=str(path))
     out = pd.DataFrame({TIMESTAMP: parse_timestamps(raw[TIMESTAMP], file=str(path))})
@@ -702,12 +744,11 @@ def read_quantile_file(path: str | Path, *, require: tuple[str, ...] = ()) -> tu
         if c == "origin":
             out[c] = parse_timestamps(raw[c], file=str(path), column=c)
         else:
-            out[c] = _numeric(raw[c], file=str(path), column=c)
+            out[c] = numeric_column(raw[c], file=str(path), column=c)
     for c in qcols:
-        out[c] = _numeric(raw[c], file=str(path), column=c)
+        out[c] = numeric_column(raw[c], file=str(path), column=c)
     q = out[qcols].to_numpy()
     bad = np.flatnonzero(np.any(np.diff(q, axis=1) < 0, axis=1))
     if bad.size:
-        raise InputError("quantiles cross (must be non-decreasing across levels)", file=str(path),
-                         row=int(bad[0]) + 2)
+        raise InputError("quantiles cross (must be non-decreasing across levels)", file=str(path), row=int(bad[0]) + 2)
     return out, tuple(levels)

@@ -1,0 +1,304 @@
+"""The Newton kernel of a battery's interior-point method: ``K = Q + G' W G`` condensed onto
+``y = (c, d, eta)``, factored by a blocked inverse Cholesky, and the directions solved from it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg
+import numpy as np
+from jax import Array, lax
+
+from jaxvpp.battery.qp import (
+    BatteryQP,
+    Primal,
+    apply_G,
+    apply_GT,
+    apply_Q,
+    linear_cost,
+    loss_of_p,
+    loss_of_p_t,
+    primal_map,
+    rhs_h,
+    row_slices,
+)
+
+# --------------------------------------------------------------------------------------------------
+# The Newton kernel: K = Q + G' W G, condensed onto y = (c, d, eta) and factored
+# --------------------------------------------------------------------------------------------------
+
+
+class Factor(NamedTuple):
+    """A factored, condensed Newton matrix of one battery: ``K^-1 = D X' X D``.
+
+    ``X = L^-1`` for the equilibrated matrix ``D K D = L L'``, split after the T charge rows, is kept as its
+    diagonal blocks and the off-diagonal block of ``L``: ``X = [[X11, 0], [-X22 L21 X11, X22]]``. Applying
+    ``X`` through ``L21`` costs the same matrix-vector products as through ``X21``, and saves the two
+    (T+1) x T x T matrix products that forming ``X21`` took in every factorisation.
+    """
+
+    x11: Array  #: (T, T) block of ``X`` on the charge rows and columns
+    l21: Array  #: (T+1, T) block of ``L`` on the discharge and eta rows, charge columns
+    x22: Array  #: (T+1, T+1) block of ``X`` on the discharge and eta rows and columns
+    scale: Array  #: (2T+1,) Jacobi equilibration ``D = diag(K)^-1/2``
+    w_loss: Array  #: (K,) weights of the loss rows
+    d_u: Array  #: (K,) diagonal of the u block
+
+
+REGULARISATION = 1e-9  #: static regularisation of the condensed matrix (scaled units)
+PREDICTOR_REFINE = 0  #: refinement steps of the affine (predictor) direction
+CORRECTOR_REFINE = 1  #: refinement steps of the combined (corrector) direction, once a battery asks for them
+STEP_FRACTION = 0.99  #: fraction to the boundary, far from the optimum (it tends to 1 as mu and the residuals fall)
+BACKWARD_REFINE = 6  #: refinement steps of the implicit-differentiation solve
+ADJOINT_PENALTY = 1e6  #: penalty weight on active rows in the implicit-differentiation solve
+PIVOT_FLOOR = 1e-14  #: smallest Cholesky pivot of the equilibrated matrix (unit diagonal); refinement corrects
+
+
+def _condensed_blocks(qp: BatteryQP, W: Array):
+    """The blocks of the condensed Newton matrix on ``(c, d, eta)``: ``K_cc, K_cd = K_dc, K_dd`` (T x T),
+    the eta column ``k = (-A'omega, A'omega)``, ``k_eta = sum(omega)``, the loss-row weights and the u-block
+    diagonal."""
+    T, K = qp.fc.shape[0], qp.fu.shape[0]
+    sl = row_slices(T, K)
+    # the blocks are written as elementwise selections on an index grid (no gathers, no diag matrices), which
+    # XLA fuses: 10.5-12.7 ms -> 7.7-8.5 ms for 1000 batteries (T = 24, K = 20) on this CPU
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    w_e = W[sl["e_hi"]] + W[sl["e_lo"]]
+    suffix = jnp.cumsum(w_e[::-1])[::-1]
+    Me = jnp.where(i >= j, suffix[:, None], suffix[None, :])  # suffix[max(i, j)] = L' diag(w_e) L
+    w_r = qp.ramp_mask * (W[sl["r_hi"]] + W[sl["r_lo"]])
+    wr_pad = jnp.concatenate([jnp.zeros(1), w_r, jnp.zeros(1)])
+    ramp_diag = wr_pad[:-1] + wr_pad[1:]
+    wr_next = wr_pad[1:]  # w_r[t] couples steps t and t + 1
+    off = jnp.where(i == j + 1, wr_next[None, :], jnp.where(j == i + 1, wr_next[:, None], 0.0))
+    w_loss, w_u = W[sl["loss"]], W[sl["u_lo"]]
+    d_u = w_loss + w_u
+    omega = w_loss * w_u / d_u
+    # A' diag(omega) A as omega' (K x T^2 outer products): under vmap with the shared A, one (N x K) x (K x T^2)
+    # matrix product for the whole fleet
+    gram = qp.risk_on * (omega @ jnp.reshape(qp.A[:, :, None] * qp.A[:, None, :], (K, T * T)))
+    Bp = jnp.where(i == j, (ramp_diag + qp.rho)[:, None], 0.0) - off + jnp.reshape(gram, (T, T))
+    Aw = loss_of_p_t(qp, omega)  # (T,)
+    # materialised once: without the barrier XLA fused (and recomputed) Me and Bp into each of the blocks'
+    # consumers, and the solver ran 5-10 % slower at N = 1000 (alternating runs)
+    Me, Bp = lax.optimization_barrier((Me, Bp))
+    Kcc = jnp.where(i == j, (qp.qc + W[sl["c_lo"]] + W[sl["c_hi"]])[:, None], 0.0) + qp.gc**2 * Me + Bp
+    Kdd = jnp.where(i == j, (qp.qd + W[sl["d_lo"]] + W[sl["d_hi"]])[:, None], 0.0) + qp.gd**2 * Me + Bp
+    Kcd = -qp.gc * qp.gd * Me - Bp
+    return Kcc, Kcd, Kdd, Aw, jnp.sum(omega), w_loss, d_u
+
+
+def condensed_matrix(qp: BatteryQP, W: Array) -> tuple[Array, Array, Array]:
+    """The Newton matrix ``Q + G' diag(W) G`` condensed onto ``(c, d, eta)``, built from its blocks.
+
+    Returns the dense (2T+1, 2T+1) matrix, the loss-row weights and the u-block diagonal.
+    """
+    Kcc, Kcd, Kdd, Aw, k_eta, w_loss, d_u = _condensed_blocks(qp, W)
+    top = jnp.concatenate([Kcc, Kcd, -Aw[:, None]], axis=1)
+    mid = jnp.concatenate([Kcd.T, Kdd, Aw[:, None]], axis=1)
+    bot = jnp.concatenate([-Aw, Aw, k_eta[None]])[None, :]
+    return jnp.concatenate([top, mid, bot], axis=0), w_loss, d_u
+
+
+def _small_inv_chol(A: Array) -> Array:
+    """Inverse of the Cholesky factor of a small SPD matrix (batched in leading axes).
+
+    Left-looking: step ``j`` forms column ``j`` of ``L`` from ``A``'s row ``j`` and the columns before it, and
+    row ``j`` of ``X = L^-1`` by forward substitution, in one ``fori_loop`` over the columns. A right-looking
+    Cholesky rewrote the whole trailing matrix at every step, and a second loop formed the inverse: for 256
+    equilibrated 24 x 24 matrices 1.24 ms against 0.74-0.89 ms here (25 x 25: 1.38 -> 0.90-1.09 ms). ``L`` is
+    kept transposed (its columns as rows) so that every step writes one contiguous row of each array.
+    """
+    n = A.shape[-1]
+    idx = jnp.arange(n)
+
+    def step(j, carry):
+        Lt, X = carry  # Lt[..., k, :] = column k of L
+        lj = jnp.where(idx < j, Lt[..., :, j], 0.0)  # row j of L left of the diagonal
+        v = A[..., j, :] - jnp.einsum("...k,...ki->...i", lj, Lt)  # A symmetric: row j = column j
+        pivot = jnp.sqrt(jnp.maximum(v[..., j], PIVOT_FLOOR))  # modified Cholesky: no pivot below the floor
+        col = jnp.where(idx >= j, v / pivot[..., None], 0.0)
+        row = (jnp.where(idx == j, 1.0, 0.0) - jnp.einsum("...k,...kj->...j", lj, X)) / pivot[..., None]
+        return Lt.at[..., j, :].set(col), X.at[..., j, :].set(row)
+
+    return lax.fori_loop(0, n, step, (jnp.zeros_like(A), jnp.zeros_like(A)))[1]
+
+
+@functools.partial(jax.jit, static_argnames=("block",))
+def inv_cholesky(A: Array, block: int | None = None) -> Array:
+    """``X = L^-1`` for ``A = L L'`` by recursive 2 x 2 blocking.
+
+    Written with matrix products so that a batch of small matrices runs at matrix-multiply speed on CPU
+    (the batched LAPACK Cholesky and triangular solves were measured 3-5x slower here). A ``jit`` of its own
+    so that JAX traces it once per shape and process: a coordination program factors in two places (start
+    and iteration), and tracing the recursion took 0.37 s each time, paid by every ``jaxvpp coordinate``.
+    """
+    n = A.shape[-1]
+    if block is None:
+        block = 13  # leaves of 12 or 13: T = 24 splits into 12 + 12 and 12 + 13, T = 96 into 24 such leaves
+    if n <= block:
+        return _small_inv_chol(A)
+    k = n // 2
+    X11 = inv_cholesky(A[..., :k, :k], block)
+    L21 = A[..., k:, :k] @ jnp.swapaxes(X11, -1, -2)
+    X22 = inv_cholesky(A[..., k:, k:] - L21 @ jnp.swapaxes(L21, -1, -2), block)
+    X21 = -(X22 @ L21) @ X11
+    top = jnp.concatenate([X11, jnp.zeros(A.shape[:-2] + (k, n - k), A.dtype)], -1)
+    return jnp.concatenate([top, jnp.concatenate([X21, X22], -1)], -2)
+
+
+def factor(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> Factor:
+    """Build, equilibrate and factor the condensed Newton matrix for row weights ``W = z / s``
+    (``regularisation`` is added to its diagonal, scaled units; the caller's refinement removes it).
+
+    The first level of :func:`inv_cholesky`'s blocking is done here, on the blocks as they are built (charge
+    rows | discharge and eta rows): the dense matrix is never assembled, and its inverse factor never
+    concatenated, which saved the copies of two (2T+1)^2 arrays per battery and factorisation.
+    """
+    Kcc, Kcd, Kdd, Aw, k_eta, w_loss, d_u = _condensed_blocks(qp, W)
+    T = Kcc.shape[0]
+    K11 = Kcc + regularisation * jnp.eye(T)
+    K22 = jnp.concatenate(
+        [jnp.concatenate([Kdd, Aw[:, None]], axis=1), jnp.concatenate([Aw, k_eta[None]])[None, :]], axis=0
+    ) + regularisation * jnp.eye(T + 1)
+    sc, sd = 1.0 / jnp.sqrt(jnp.diagonal(K11)), 1.0 / jnp.sqrt(jnp.diagonal(K22))
+    A11 = K11 * sc[:, None] * sc[None, :]
+    A21 = jnp.concatenate([Kcd, -Aw[None, :]], axis=0) * sd[:, None] * sc[None, :]  # K_dc = K_cd' = K_cd
+    A22 = K22 * sd[:, None] * sd[None, :]
+    X11 = inv_cholesky(A11)
+    L21 = A21 @ X11.T
+    X22 = inv_cholesky(A22 - L21 @ L21.T)
+    return Factor(x11=X11, l21=L21, x22=X22, scale=jnp.concatenate([sc, sd]), w_loss=w_loss, d_u=d_u)
+
+
+def factor_x(fac: Factor, b: Array) -> Array:
+    """``X b`` (b of shape (2T+1,) or (2T+1, r))."""
+    T = fac.x11.shape[0]
+    y1 = fac.x11 @ b[:T]
+    return jnp.concatenate([y1, fac.x22 @ (b[T:] - fac.l21 @ y1)], axis=0)
+
+
+def factor_xt(fac: Factor, y: Array) -> Array:
+    """``X' y`` (y of shape (2T+1,) or (2T+1, r))."""
+    T = fac.x11.shape[0]
+    b2 = fac.x22.T @ y[T:]
+    return jnp.concatenate([fac.x11.T @ (y[:T] - fac.l21.T @ b2), b2], axis=0)
+
+
+def factor_apply(fac: Factor, b: Array) -> Array:
+    """``K^-1 b`` for the condensed matrix (b of shape (2T+1,) or (2T+1, r))."""
+    sb = fac.scale * b if b.ndim == 1 else fac.scale[:, None] * b
+    y = factor_xt(fac, factor_x(fac, sb))
+    return fac.scale * y if b.ndim == 1 else fac.scale[:, None] * y
+
+
+def solve_condensed(qp: BatteryQP, w_loss: Array, d_u: Array, solve_y: Callable[[Array], Array], r: Primal) -> Primal:
+    """Solve ``(Q + G' W G) dx = r`` given a solver ``solve_y`` of the condensed matrix (condensing u exactly)."""
+    T = qp.fc.shape[0]
+    t_u = w_loss * r.u / d_u
+    # y-part of the condensed right-hand side: r_y + G_y' (w_loss r_u / d_u) with G_y rows (A, -A, -1)
+    a_t = loss_of_p_t(qp, t_u)
+    ry = jnp.concatenate([r.c + a_t, r.d - a_t, (r.eta - jnp.sum(t_u))[None]])
+    y = solve_y(ry)
+    dc, dd, deta = y[:T], y[T : 2 * T], y[2 * T]
+    g = loss_of_p(qp, dc - dd) - deta  # G_y y for the loss rows
+    du = (r.u + w_loss * g) / d_u
+    return Primal(dc, dd, deta, du)
+
+
+def solve_factored(qp: BatteryQP, fac: Factor, r: Primal) -> Primal:
+    """Solve ``(Q + G' W G) dx = r`` with the factored matrix (condensing u exactly)."""
+    return solve_condensed(qp, fac.w_loss, fac.d_u, lambda ry: factor_apply(fac, ry), r)
+
+
+def adjoint_solve(qp: BatteryQP, s: Array, z: Array, gx: Primal, gz: Array, refine: int) -> tuple[Primal, Array]:
+    """Solve the transposed Jacobian of the optimality conditions at the solution.
+
+    The system is ``Q a - G' b = gx``, ``G a + (s/z) b = gz``. Near the optimum ``W = z/s`` spans twenty
+    orders of magnitude and the reduced matrix ``Q + G'WG`` is numerically singular (condition numbers of
+    1e19 were measured), so this solves the limit instead: rows with ``z > s`` are active and enforced
+    exactly (``G_A a = gz_A``), the others drop out (``b = 0``). The equality-constrained system is solved
+    by an iterated penalty: a moderate weight ``ADJOINT_PENALTY`` on the active rows and refinement against
+    the unreduced residuals, which converges to the exact solution even when the active rows are linearly
+    dependent (degenerate vertices of the LP-like problem).
+    """
+    active = z > s
+    W = jnp.where(active, ADJOINT_PENALTY, 0.0)
+    fac = factor(qp, W)
+
+    def reduced(e1: Primal, e2: Array) -> tuple[Primal, Array]:
+        da = solve_factored(qp, fac, primal_map(jnp.add, e1, apply_GT(qp, W * e2)))
+        return da, W * (e2 - apply_G(qp, da))
+
+    gz = jnp.where(active, gz, 0.0)
+    a, b = reduced(gx, gz)
+    for _ in range(refine):
+        e1 = primal_map(lambda g, qa, gb: g - qa + gb, gx, apply_Q(qp, a), apply_GT(qp, b))
+        e2 = jnp.where(active, gz - apply_G(qp, a), 0.0)
+        da, db = reduced(e1, e2)
+        a, b = primal_map(jnp.add, a, da), b + db
+    return a, b
+
+
+def kkt_residuals(qp: BatteryQP, x: Primal, s: Array, z: Array) -> tuple[Primal, Array]:
+    """Dual residual ``Qx + f + G'z`` and primal residual ``Gx + s - h``."""
+    r_d = primal_map(lambda a, b, c: a + b + c, apply_Q(qp, x), linear_cost(qp), apply_GT(qp, z))
+    r_p = apply_G(qp, x) + s - rhs_h(qp)
+    return r_d, r_p
+
+
+def refine_direction(
+    qp: BatteryQP,
+    fac: Factor,
+    s: Array,
+    z: Array,
+    r_d: Primal,
+    r_p: Array,
+    r_c: Array,
+    d: tuple[Primal, Array, Array],
+    refine: int,
+) -> tuple[Primal, Array, Array]:
+    """``refine`` rounds of iterative refinement of a Newton direction ``d`` against the residuals of the
+    full (unreduced) system of :func:`newton_direction`."""
+
+    def refine_step(_, d):
+        dx, ds, dz = d
+        e_d = primal_map(lambda a, b, c: a + b + c, r_d, apply_Q(qp, dx), apply_GT(qp, dz))
+        e_p = r_p + apply_G(qp, dx) + ds
+        e_c = r_c + z * ds + s * dz
+        cx, cs, cz = newton_once(qp, fac, s, z, e_d, e_p, e_c)
+        return primal_map(jnp.add, dx, cx), ds + cs, dz + cz
+
+    return lax.fori_loop(0, refine, refine_step, d) if refine > 0 else d
+
+
+def newton_direction(
+    qp: BatteryQP, fac: Factor, s: Array, z: Array, r_d: Primal, r_p: Array, r_c: Array, refine: int = 2
+) -> tuple[Primal, Array, Array]:
+    """Solve the Newton system ``Q dx + G'dz = -r_d``, ``G dx + ds = -r_p``, ``Z ds + S dz = -r_c``.
+
+    The reduced solve loses accuracy as ``W = z/s`` spreads over many orders of magnitude near the
+    optimum, so the direction is refined iteratively against the residuals of the full system.
+    """
+    d = newton_once(qp, fac, s, z, r_d, r_p, r_c)
+    return refine_direction(qp, fac, s, z, r_d, r_p, r_c, d, refine)
+
+
+def newton_once(qp, fac, s, z, r_d, r_p, r_c):
+    W = z / s
+    ghat = primal_map(jnp.add, r_d, apply_GT(qp, W * r_p - r_c / s))
+    dx = solve_factored(qp, fac, primal_map(jnp.negative, ghat))
+    ds = -r_p - apply_G(qp, dx)
+    dz = -(r_c + z * ds) / s
+    return dx, ds, dz
+
+
+def max_step(v: Array, dv: Array) -> Array:
+    """Largest ``a`` in (0, 1] with ``v + a dv >= 0`` (v > 0)."""
+    ratio = jnp.where(dv < 0, -v / jnp.where(dv < 0, dv, -1.0), jnp.inf)
+    return jnp.minimum(1.0, jnp.min(ratio))
