@@ -21,6 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from jaxvpp.errors import InputError
+from jaxvpp.market import forecasting
+from jaxvpp.market.ingress import MARKET_TZ, check_time_zone
+
+#: The forecaster's defaults: the source of truth for the [forecast] keys of the same names.
+_FORECASTER = forecasting.ForecastConfig()
 
 # --------------------------------------------------------------------------------------------------
 # Checks (each returns an error message, or None when the value is fine)
@@ -87,8 +92,14 @@ class MarketConfig:
     resolution_minutes: int = _key(
         60, "step length of the synthetic market (minutes: 60, 30 or 15)", _one_of(60, 30, 15)
     )
-    start: str = _key("2024-01-01", "first delivery day of the synthetic history (local date, CET/CEST)", _date)
+    start: str = _key("2024-01-01", "first delivery day of the synthetic history (local date in time_zone)", _date)
     seed: int = _key(0, "random seed of the synthetic prices", _at_least(0))
+    time_zone: str = _key(
+        MARKET_TZ,
+        "time zone of the market's delivery days (an IANA name; Europe/Berlin = CET/CEST, the European "
+        "day-ahead auction): the synthetic history, the forecast's days and the figures' time axes",
+        check_time_zone,
+    )
 
 
 @dataclass(frozen=True)
@@ -96,16 +107,30 @@ class ForecastConfig:
     """Phase II: probabilistic (quantile) forecast of the delivery day."""
 
     model: str = _key(
-        "gbm",
+        _FORECASTER.model,
         'quantile model: "gbm" (gradient-boosted trees) or "qra" (linear quantile regression)',
         _one_of("gbm", "qra"),
     )
-    backtest_days: int = _key(28, "days of the rolling-origin backtest that scores the forecast (days)", _at_least(1))
-    calibration_days: int = _key(28, "out-of-sample days behind the conformal calibration (days)", _at_least(1))
-    refit_every_days: int = _key(7, "days between model refits in the backtest (days)", _at_least(1))
-    calibrate: bool = _key(True, "apply the conformal calibration of every quantile level (true/false)")
-    boosting_iterations: int = _key(100, "boosting iterations per quantile level (gbm only)", _at_least(1))
-    seed: int = _key(0, "random seed of the boosted trees", _at_least(0))
+    backtest_days: int = _key(
+        _FORECASTER.backtest_days, "days of the rolling-origin backtest that scores the forecast (days)", _at_least(1)
+    )
+    calibration_days: int = _key(
+        _FORECASTER.calibration_days, "out-of-sample days behind the conformal calibration (days)", _at_least(1)
+    )
+    refit_every_days: int = _key(
+        _FORECASTER.refit_every_days, "days between model refits in the backtest (days)", _at_least(1)
+    )
+    calibrate: bool = _key(
+        _FORECASTER.calibrate, "apply the conformal calibration of every quantile level (true/false)"
+    )
+    boosting_iterations: int = _key(
+        _FORECASTER.boosting_iterations, "boosting iterations per quantile level (gbm only)", _at_least(1)
+    )
+    seed: int = _key(_FORECASTER.seed, "random seed of the boosted trees", _at_least(0))
+
+    def forecaster(self, tz: str = MARKET_TZ) -> forecasting.ForecastConfig:
+        """The forecaster's settings: these keys (same names there), the market time zone ``tz``, the rest default."""
+        return forecasting.ForecastConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, tz=tz)
 
 
 @dataclass(frozen=True)
@@ -377,7 +402,7 @@ def load_config(path: str | Path) -> RunConfig:
     if not path.is_file():
         raise InputError("config file not found", file=file)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is ignored, as in the CSV files
         data = tomllib.loads(text)
     except UnicodeDecodeError:
         raise InputError("not a UTF-8 text file", file=file) from None

@@ -15,7 +15,10 @@ Files (UTF-8, comma separated, a leading byte-order mark and spaces around cells
   step; the header of a price column is the step's label. Probabilities must be >= 0 and sum to 1 within
   1e-6 (they are then rescaled to sum to 1 exactly).
 * ``target.csv``: ``step``, ``target_mw`` (the required fleet sum of net injections p_t, MW), one row per
-  step in order.
+  step of the scenarios, matched to it by the label in ``step`` (rows in any order; a label that is no
+  step, a step given twice or left out is an error).
+
+Outputs are written through :mod:`jaxvpp.files`: checked before any work, each folder whole or not at all.
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ import csv
 import io
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -34,6 +35,8 @@ import numpy as np
 import pandas as pd
 
 from jaxvpp.errors import InputError
+from jaxvpp.files import Content, write_folder
+from jaxvpp.market.ingress import names_utc_offset
 from jaxvpp.problem import DEFAULTS, FLEET_COLUMNS, Fleet, Market
 
 #: Probabilities must sum to 1 within this tolerance.
@@ -270,12 +273,30 @@ def check_steps(
         )
 
 
+def _instant(label: str) -> int | None:
+    """The UTC instant (ns) of an ISO 8601 label with an explicit offset (``Z``, ``+01:00``), else None."""
+    if not names_utc_offset(label):
+        return None
+    try:
+        ts = pd.Timestamp(label)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if ts is pd.NaT or ts.tzinfo is None:
+        return None
+    return int(ts.tz_convert("UTC").as_unit("ns").value)
+
+
 def read_target(
     path: str | os.PathLike[str], num_steps: int, *, step_labels: Sequence[str] | None = None
 ) -> np.ndarray:
     """Read ``target.csv`` (``step, target_mw``): the required fleet net injection per step (MW), shape ``(T,)``.
 
-    The row count must equal ``num_steps``; with ``step_labels`` the ``step`` cells must match them in order.
+    With ``step_labels`` (the scenarios' steps) every row is matched to its step by the label in ``step``,
+    in any order, and the result follows ``step_labels``; a label that is no step, a step given twice and a
+    step left out are errors naming the file, the row and the label. Labels match when they are equal, or,
+    when every step label is an ISO 8601 timestamp with an offset, when they denote the same instant
+    (``2025-01-01T00:00:00Z`` = ``2025-01-01T01:00:00+01:00``). Without ``step_labels`` the rows are taken
+    in order; their number must be ``num_steps``.
     """
     file, header, hrow, rows = _read_rows(path)
     _require_columns(header, ("step", "target_mw"), file, hrow)
@@ -288,33 +309,60 @@ def read_target(
             column=unknown[0],
         )
     i_step, i_val = header.index("step"), header.index("target_mw")
-    values: list[float] = []
-    last_line = hrow
+    entries: list[tuple[int, str, float]] = []
     for line, cells in rows:
-        last_line = line
-        k = len(values)
         if cells[i_step] == "":
             raise InputError("empty step label", file=file, row=line, column="step")
-        if step_labels is not None and k < len(step_labels) and cells[i_step] != str(step_labels[k]):
+        entries.append((line, cells[i_step], _parse_float(cells[i_val], file=file, row=line, column="target_mw")))
+    if not entries:
+        raise InputError("no steps: the file has a header but no data rows", file=file, row=hrow + 1)
+    if step_labels is None:
+        check_steps(
+            len(entries),
+            num_steps,
+            file=file,
+            row=entries[-1][0] if len(entries) > num_steps else None,
+            column="step",
+            expected_from="the price scenarios",
+        )
+        return np.asarray([v for _, _, v in entries], dtype=np.float64)
+    labels = [str(s) for s in step_labels]
+    if len(labels) != int(num_steps):
+        raise ValueError(f"{len(labels)} step labels for {num_steps} steps")
+    instants = [_instant(s) for s in labels]
+    by_instant = all(x is not None for x in instants) and len(set(instants)) == len(instants)
+    position = {(x if by_instant else s): k for k, (s, x) in enumerate(zip(labels, instants))}
+    count = "" if len(entries) == len(labels) else f" (the file has {len(entries)} steps, the scenarios {len(labels)})"
+    values = np.full(len(labels), np.nan)
+    first: dict[int, int] = {}
+    for line, label, value in entries:
+        k = position.get(_instant(label) if by_instant else label)
+        if k is None:
+            shown = ", ".join(labels[:3]) + (", ..." if len(labels) > 3 else "")
             raise InputError(
-                f"step {cells[i_step]!r} does not match the scenarios' step {k + 1} "
-                f"({step_labels[k]!r}); rows must follow the price columns in order",
+                f"step {label!r} does not match any of the scenarios' steps ({shown}){count}",
                 file=file,
                 row=line,
                 column="step",
             )
-        values.append(_parse_float(cells[i_val], file=file, row=line, column="target_mw"))
-    if not values:
-        raise InputError("no steps: the file has a header but no data rows", file=file, row=hrow + 1)
-    check_steps(
-        len(values),
-        num_steps,
-        file=file,
-        row=last_line if len(values) > num_steps else None,
-        column="step",
-        expected_from="the price scenarios",
-    )
-    return np.asarray(values, dtype=np.float64)
+        if k in first:
+            raise InputError(
+                f"duplicate step {label!r}: step {labels[k]!r} is already given on row {first[k]}",
+                file=file,
+                row=line,
+                column="step",
+            )
+        first[k] = line
+        values[k] = value
+    missing = [labels[k] for k in range(len(labels)) if k not in first]
+    if missing:
+        shown = ", ".join(repr(s) for s in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise InputError(
+            f"{len(entries)} steps, but the price scenarios have {len(labels)} steps: missing {shown}",
+            file=file,
+            column="step",
+        )
+    return values
 
 
 def validate_alpha(alpha: float) -> float:
@@ -329,69 +377,23 @@ def validate_alpha(alpha: float) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- writing
-def _check_name(name: str) -> None:
-    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name or "\0" in name:
-        raise ValueError(f"output file name must be a plain file name, got {name!r}")
+def write_outputs(
+    out_dir: str | os.PathLike[str],
+    files: Mapping[str, Content],
+    *,
+    owned: Sequence[str] = (),
+    option: str | None = None,
+) -> None:
+    """Write ``files`` (name -> text, bytes, or a function writing the file) as the folder ``out_dir``, whole
+    or not at all (:func:`jaxvpp.files.write_folder`).
 
-
-def write_outputs(out_dir: str | os.PathLike[str], files: Mapping[str, str | bytes]) -> None:
-    """Write ``files`` (name -> text or bytes) into ``out_dir`` all-or-nothing.
-
-    Everything is first written to a temporary directory beside ``out_dir`` (same file system), then moved
-    into place with ``os.replace`` per file. If anything fails, files already moved are rolled back (earlier
-    versions restored), a directory created by this call is removed, and the exception propagates: nothing
-    from this call is left in ``out_dir``. Text is written as UTF-8 without newline translation.
+    The new folder holds these files and every entry of the old folder except those in ``owned`` (the names
+    the writer owns: written now, or stale from an earlier run). The old folder stays until the new one has
+    taken its place in one rename; a failure, an interrupt or a crash leaves the old set or the new one.
+    Text is written as UTF-8 without newline translation. Raises :class:`~jaxvpp.files.OutputError` (an
+    :class:`InputError` and an :class:`OSError`) naming ``out_dir`` and ``option`` if it cannot be written.
     """
-    for name in files:
-        _check_name(name)
-    out = Path(out_dir)
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    created_dir = False
-    moved: list[str] = []
-    backups: dict[str, Path] = {}
-    try:
-        staged = tmp / "new"
-        backup_dir = tmp / "old"
-        staged.mkdir()
-        backup_dir.mkdir()
-        for name, content in files.items():
-            data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-            with open(staged / name, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        if not out.exists():
-            out.mkdir()
-            created_dir = True
-        elif not out.is_dir():
-            raise NotADirectoryError(f"output path exists and is not a directory: {out}")
-        for name in files:
-            dest = out / name
-            if dest.exists() or dest.is_symlink():
-                if dest.is_dir() and not dest.is_symlink():
-                    raise IsADirectoryError(f"cannot replace directory {dest} with a file")
-                os.replace(dest, backup_dir / name)
-                backups[name] = backup_dir / name
-            os.replace(staged / name, dest)
-            moved.append(name)
-    except BaseException:
-        for name in reversed(moved):
-            try:
-                os.remove(out / name)
-            except OSError:
-                pass
-        for name, src in backups.items():
-            try:
-                os.replace(src, out / name)
-            except OSError:
-                pass
-        if created_dir:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_folder(out_dir, files, owned=owned, option=option)
 
 
 def schedules_frame(

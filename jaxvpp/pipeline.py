@@ -15,8 +15,12 @@
    over the risk-weight grid;
 10. **outputs**: summary, tables and figures.
 
-Nothing is written until every phase has succeeded: the files are built in memory and written at the end
-(each folder all-or-nothing), so a failed run leaves no half-written output behind.
+The output folders (results, ``data/raw`` and ``data/processed``) are checked before phase 1, and nothing
+is written until every phase has succeeded: the files are built in memory and written at the end, all
+folders together, each whole or not at all (:func:`jaxvpp.files.write_folders`). A failed or interrupted
+run leaves the folders as they were. The run owns the files it writes in each folder: a file of an
+earlier run that this one does not write (e.g. ``frontier.png`` after ``--no-plots``) is removed; other
+files in the folders are kept.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ from jaxvpp.config import DEFAULT, RunConfig, default_config_text
 from jaxvpp.coordination.api import coordinate
 from jaxvpp.coordination.feasibility import check_target
 from jaxvpp.errors import InfeasibleTargetError, NumericalError
+from jaxvpp.files import FolderWrite, check_folders, write_folders
 from jaxvpp.market.forecasting import (
-    ForecastConfig,
     level_columns,
     quantile_frame_text,
     quantile_function,
@@ -53,12 +57,46 @@ from jaxvpp.market.ingress import (
     price_file_text,
     read_price_file,
     synthetic_prices,
-    write_files_atomic,
 )
-from jaxvpp.market.scenarios import build_scenarios, scenarios_text
+from jaxvpp.market.scenarios import REDUCTIONS, build_scenarios, scenarios_text
 from jaxvpp.problem import Fleet, Market, Settings, random_fleet
 
 Log = Callable[[str], None]
+
+#: Every file a run may write into its results folder (the run owns them: one it does not write is removed).
+RESULT_FILES: tuple[str, ...] = (
+    "schedules.csv",
+    "schedules_uncoordinated.csv",
+    "summary.json",
+    "convergence.csv",
+    "convergence_admm.csv",
+    "frontier.csv",
+    "fleet.csv",
+    "target.csv",
+    "scenarios.csv",
+    "quantiles.csv",
+    "forecast_metrics.json",
+    "config.toml",
+    "risk_bands.png",
+    "scenarios.png",
+    "schedule.png",
+    "soc.png",
+    "convergence.png",
+    "frontier.png",
+)
+#: The files of ``data/processed`` (forecast and scenarios).
+PROCESSED_FILES: tuple[str, ...] = (
+    "quantiles.csv",
+    "backtest.csv",
+    "baseline_backtest.csv",
+    "forecast_metrics.json",
+    "scenarios.csv",
+    "scenario_samples.csv",
+    "scenario_metrics.json",
+    *(f"scenarios_{m}.csv" for m in REDUCTIONS),
+)
+#: The files of ``data/raw`` (the synthetic history and the delivery day's realised prices).
+RAW_FILES: tuple[str, ...] = ("prices.csv", "realised.csv")
 
 
 @dataclass
@@ -134,6 +172,17 @@ def _finite(name: str, *arrays) -> None:
             raise NumericalError(f"the {name} has non-finite values (numerical error); nothing written")
 
 
+def check_outputs(config: RunConfig, out_dir: str | Path | None = None, data_dir: str | Path | None = None) -> None:
+    """Check the folders a run writes (results, ``data/processed`` and, for a synthetic history, ``data/raw``)
+    before any work; raises :class:`jaxvpp.files.OutputError` naming the folder that cannot be written."""
+    results_dir = Path(out_dir if out_dir is not None else config.output.results_dir)
+    data_root = Path(data_dir if data_dir is not None else config.output.data_dir)
+    outputs = [FolderWrite(results_dir, {}, RESULT_FILES), FolderWrite(data_root / "processed", {}, PROCESSED_FILES)]
+    if not config.market.prices_file:
+        outputs.append(FolderWrite(data_root / "raw", {}, RAW_FILES))
+    check_folders(outputs)
+
+
 def run(
     config: RunConfig = DEFAULT,
     out_dir: str | Path | None = None,
@@ -150,7 +199,8 @@ def run(
         data_dir: data folder (``raw/`` and ``processed/``); default ``config.output.data_dir``.
 
     Raises:
-        InputError: bad input (a price, fleet or target file; too short a history).
+        InputError: bad input (a price, fleet or target file; too short a history), or an output folder that
+            cannot be written (:class:`jaxvpp.files.OutputError`, found before phase 1 where the path shows it).
         InfeasibleTargetError: the fleet cannot meet the target.
         NumericalError: a solver produced non-finite values.
     Nothing is written when an exception is raised.
@@ -162,7 +212,8 @@ def run(
     cfg = config
     results_dir = Path(out_dir if out_dir is not None else cfg.output.results_dir)
     data_root = Path(data_dir if data_dir is not None else cfg.output.data_dir)
-    tz = "Europe/Berlin"
+    tz = cfg.market.time_zone
+    check_outputs(cfg, results_dir, data_root)  # before any work
     n_phases = 9 + int(cfg.coordination.admm) - int(not cfg.frontier.risk_weights)
     prog = Progress(log, n_phases)
     raw_files: dict[str, str] = {}
@@ -173,7 +224,10 @@ def run(
     t = prog.start("market")
     realised = None
     if cfg.market.prices_file:
-        history = read_price_file(cfg.market.prices_file, allow_future=True)
+        notes: list[str] = []
+        history = read_price_file(cfg.market.prices_file, allow_future=True, notes=notes)
+        for note in notes:
+            prog.emit(f"      note: {note}")
         source = f"price file {cfg.market.prices_file}"
     else:
         full = synthetic_prices(
@@ -197,17 +251,7 @@ def run(
 
     # ---------------------------------------------------------------------------------- 2. forecast
     t = prog.start("forecast")
-    fc_cfg = ForecastConfig(
-        model=cfg.forecast.model,
-        backtest_days=cfg.forecast.backtest_days,
-        calibration_days=cfg.forecast.calibration_days,
-        refit_every=cfg.forecast.refit_every_days,
-        calibrate=cfg.forecast.calibrate,
-        max_iter=cfg.forecast.boosting_iterations,
-        seed=cfg.forecast.seed,
-        tz=tz,
-    )
-    fc = run_forecast(history, fc_cfg)
+    fc = run_forecast(history, cfg.forecast.forecaster(tz))
     for note in fc.notes:
         prog.emit(f"      note: {note}")
     levels = tuple(fc.metrics["levels"])
@@ -297,7 +341,7 @@ def run(
     # ------------------------------------------------------------------------------------ 6. target
     t = prog.start("target")
     if cfg.target.file:
-        target = io.read_target(cfg.target.file, len(steps))
+        target = io.read_target(cfg.target.file, len(steps), step_labels=steps)
         target_kind = f"file {cfg.target.file}"
     else:
         target = cfg.target.theta * np.asarray(jnp.sum(point.net_mw, axis=0))
@@ -605,12 +649,12 @@ def run(
     summary["config"] = cfg.to_dict()
     results["summary.json"] = json.dumps(summary, indent=2) + "\n"
 
-    # write: every folder all-or-nothing, the results last
-
+    # write: the data folders and the results together, each whole or not at all
+    writes = [FolderWrite(data_root / "processed", processed, PROCESSED_FILES)]
     if raw_files:
-        write_files_atomic(data_root / "raw", raw_files)
-    write_files_atomic(data_root / "processed", processed)
-    io.write_outputs(results_dir, results)
+        writes.append(FolderWrite(data_root / "raw", raw_files, RAW_FILES))
+    writes.append(FolderWrite(results_dir, results, RESULT_FILES))
+    write_folders(writes)
     prog.done("outputs", t, f"{len(results)} files in {results_dir}/, data in {data_root}/")
     return RunResult(
         summary=summary,

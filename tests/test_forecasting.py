@@ -29,7 +29,7 @@ from jaxvpp.market.forecasting import (
 )
 from jaxvpp.market.ingress import PRICE, TIMESTAMP, delivery_day_steps, synthetic_prices, write_price_file
 
-FAST = ForecastConfig(max_iter=15, backtest_days=3, calibration_days=5, refit_every=7)
+FAST = ForecastConfig(boosting_iterations=15, backtest_days=3, calibration_days=5, refit_every_days=7)
 LV = np.asarray(LEVELS)
 
 
@@ -152,7 +152,7 @@ def test_mixed_resolution_file_is_forecast_in_quarter_hours() -> None:
 
 
 def test_short_history_falls_back_to_fewer_lags_and_too_short_fails() -> None:
-    r = run_forecast(synthetic_prices(16, 60, seed=3), ForecastConfig(max_iter=10))
+    r = run_forecast(synthetic_prices(16, 60, seed=3), ForecastConfig(boosting_iterations=10))
     assert r.metrics["weekly_lags"] is False
     assert any("weekly lags" in n for n in r.notes)
     assert 1 <= r.metrics["backtest_days"] < 28
@@ -183,7 +183,7 @@ def test_qra_model_runs_and_is_calibrated_to_crossing_free_quantiles() -> None:
 def test_accuracy_claim_on_an_unseen_series() -> None:
     """Seed 2024 was not used while the forecaster was built (tuning used seed 0)."""
     df = synthetic_prices(84, 60, seed=2024, start="2023-02-01")
-    cfg = ForecastConfig(max_iter=60, backtest_days=21, calibration_days=21, refit_every=7)
+    cfg = ForecastConfig(boosting_iterations=60, backtest_days=21, calibration_days=21, refit_every_days=7)
     m = run_forecast(df, cfg).metrics
     assert m["pinball_loss"] <= 0.9 * m["baseline_pinball_loss"]
     assert 0.85 <= m["coverage_90"] <= 0.95

@@ -251,7 +251,10 @@ def test_probabilities_within_tolerance_are_normalised(tmp_path):
         ("step\n00:00\n", 1, "target_mw", "missing"),
         ("step,target_mw,extra\n00:00,1,1\n", 1, "extra", "unknown"),
         ("step,target_mw\n", 2, None, "no steps"),
-        ("step,target_mw\n00:00,1\n02:00,2\n01:00,3\n", 3, "step", "does not match"),
+        ("step,target_mw\n00:00,1\n02:30,2\n01:00,3\n", 3, "step", "does not match"),
+        ("step,target_mw\n00:00,1\n01:00,2\n00:00,3\n", 4, "step", "duplicate step '00:00'"),
+        ("step,target_mw\nstep0,1\nstep1,2\nstep2,3\n", 2, "step", "does not match"),
+        ("step,target_mw\n00:00,1\n02:00,2\n", None, "step", "missing '01:00'"),
     ],
 )
 def test_bad_target(tmp_path, text, row, column, words):
@@ -259,6 +262,20 @@ def test_bad_target(tmp_path, text, row, column, words):
         io.read_target(_write(tmp_path, "target.csv", text), 3, step_labels=["00:00", "01:00", "02:00"])
     _expect(ei.value, "target.csv", row, column)
     assert words in str(ei.value)
+
+
+def test_target_rows_are_matched_to_the_steps_by_label(tmp_path):
+    steps = ["00:00", "01:00", "02:00"]
+    shuffled = "step,target_mw\n02:00,3\n00:00,1\n01:00,-2\n"
+    target = io.read_target(_write(tmp_path, "target.csv", shuffled), 3, step_labels=steps)
+    np.testing.assert_array_equal(target, [1, -2, 3])
+    # timestamps with offsets match the instant, whatever the notation
+    utc = ["2025-01-01T23:00:00Z", "2025-01-02T00:00:00Z"]
+    local = "step,target_mw\n2025-01-02T01:00:00+01:00,5\n2025-01-02T00:00:00+01:00,4\n"
+    np.testing.assert_array_equal(io.read_target(_write(tmp_path, "t.csv", local), 2, step_labels=utc), [4, 5])
+    with pytest.raises(InputError) as ei:  # a naive timestamp names no instant
+        io.read_target(_write(tmp_path, "t.csv", "step,target_mw\n2025-01-01T23:00:00,1\n"), 2, step_labels=utc)
+    _expect(ei.value, "t.csv", 2, "step")
 
 
 def test_check_steps():
@@ -292,19 +309,11 @@ def test_write_outputs_creates_and_replaces(tmp_path):
 def test_write_outputs_is_atomic(tmp_path, monkeypatch):
     out = tmp_path / "results"
     io.write_outputs(out, {"a.csv": "old a\n"})
-    real_replace = os.replace
-    calls = {"n": 0}
-
-    def failing_replace(src, dst):
-        calls["n"] += 1
-        if calls["n"] == 3:  # backup old a, move new a, then fail on b
-            raise OSError("disk full")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(io.os, "replace", failing_replace)
+    # the test hook fails the write after the new folder has taken the old one's place: it is swapped back
+    monkeypatch.setenv("JAXVPP_TEST_HOOK", "swapped:fail")
     with pytest.raises(OSError, match="disk full"):
         io.write_outputs(out, {"a.csv": "new a\n", "b.csv": "new b\n"})
-    monkeypatch.setattr(io.os, "replace", real_replace)
+    monkeypatch.delenv("JAXVPP_TEST_HOOK")
     assert sorted(os.listdir(out)) == ["a.csv"] and (out / "a.csv").read_text() == "old a\n"
     assert sorted(os.listdir(tmp_path)) == ["results"]
 

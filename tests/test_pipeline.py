@@ -279,3 +279,55 @@ def test_infeasible_target_exits_3_and_writes_nothing(small_run, tmp_path):
     )
     assert rc == 3 and "infeasible target" in err and "exceeds the fleet's discharge power" in err
     assert not out.exists() and not data.exists()
+
+
+def _local_labels(steps: list[str]) -> list[str]:
+    """The same instants written in CET (+01:00) instead of UTC."""
+    return [(pd.Timestamp(s) + pd.Timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S+01:00") for s in steps]
+
+
+def test_target_file_rows_are_matched_by_label(small_run, tmp_path, monkeypatch):
+    """A target.csv in another row order and another notation of the same instants gives the same run; the
+    run that fails at the write (a full disk, by the test hook) writes no folder at all, data included."""
+    base, ref, _, _ = small_run
+    frame = pd.read_csv(ref / "target.csv")
+    shuffled = pd.DataFrame({"step": _local_labels(list(frame["step"])), "target_mw": frame["target_mw"]})
+    tp = tmp_path / "target.csv"
+    tp.write_text(shuffled.iloc[::-1].to_csv(index=False))
+    cfg = load_config(base / "small.toml").override(
+        {
+            "fleet.batteries": N,
+            "target.file": str(tp),
+            "coordination.admm": False,
+            "frontier.risk_weights": [],
+            "output.plots": False,
+        }
+    )
+    out, data = tmp_path / "results", tmp_path / "data"
+    out.mkdir()
+    (out / "summary.json").write_text("old\n")
+    monkeypatch.setenv("JAXVPP_TEST_HOOK", "swapped:fail")
+    with pytest.raises(OSError, match="disk full"):
+        run(cfg, out, log=None, data_dir=data)
+    assert not data.exists() and [p.name for p in out.iterdir()] == ["summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "target.csv"]
+    monkeypatch.delenv("JAXVPP_TEST_HOOK")
+    run(cfg, out, log=None, data_dir=data)
+    a = io.read_schedules(out / "schedules.csv").set_index(["battery_id", "step"]).sort_index()
+    b = io.read_schedules(ref / "schedules.csv").set_index(["battery_id", "step"]).sort_index()
+    pd.testing.assert_frame_equal(a, b, atol=1e-9, rtol=0)
+    assert "old\n" != (out / "summary.json").read_text()
+
+
+def test_target_file_with_foreign_labels_exits_2(small_run, tmp_path):
+    base, ref, _, _ = small_run
+    n = len(pd.read_csv(ref / "target.csv"))
+    tp = tmp_path / "target.csv"
+    tp.write_text("step,target_mw\n" + "".join(f"step{t},0\n" for t in range(n)))
+    out, data = tmp_path / "results", tmp_path / "data"
+    rc, _, err = _cli(
+        ["run", "--config", str(base / "small.toml"), "--batteries", str(N), "--target", str(tp)]
+        + ["--out", str(out), "--data-dir", str(data), "--no-admm", "--quiet"]
+    )
+    assert rc == 2 and "target.csv, row 2, column 'step'" in err and "'step0' does not match" in err
+    assert not out.exists() and not data.exists()

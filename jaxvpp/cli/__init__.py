@@ -1,7 +1,8 @@
 """The ``jaxvpp`` command line.
 
-Exit codes: 0 success, 1 numerical error (nothing written), 2 bad input (the message names file, row and
-column, the config key, or the parameter), 3 infeasible target.
+Exit codes: 0 success, 1 numerical error (nothing written), 2 bad input or an output path that cannot be
+written (the message names file, row and column, the config key, the parameter or the path), 3 infeasible
+target, 130 interrupted (``Ctrl-C``; nothing written).
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import sys
 import jax
 
 from jaxvpp.cli import market, run, solve, study
-from jaxvpp.cli.common import EXIT_INFEASIBLE, EXIT_INPUT, EXIT_NUMERICAL, EXIT_OK
+from jaxvpp.cli.common import EXIT_INFEASIBLE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NUMERICAL, EXIT_OK
+from jaxvpp.errors import InputError
+from jaxvpp.files import InterruptedAfterWrite
 
 __all__ = [
     "EXIT_INFEASIBLE",
     "EXIT_INPUT",
+    "EXIT_INTERRUPTED",
     "EXIT_NUMERICAL",
     "EXIT_OK",
     "build_parser",
@@ -41,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  jaxvpp sensitivity --fleet fleet.csv --scenarios scenarios.csv --target target.csv --out sens/\n"
             "  jaxvpp sweep --param risk_weight --values 0:2:64 --out sweep/\n\n"
             "`jaxvpp COMMAND --help` describes each command. Exit codes: 0 success, 1 numerical error,\n"
-            "2 bad input (file, row and column, config key, or option named), 3 infeasible target.\n"
+            "2 bad input or an unwritable output path (file, row and column, config key, option or path\n"
+            "named), 3 infeasible target, 130 interrupted. Outputs are written whole or not at all.\n"
             "Compiled programs are cached in ~/.cache/jaxvpp/xla (JAXVPP_CACHE_DIR; empty = no cache)."
         ),
     )
@@ -69,7 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except InterruptedAfterWrite as exc:
+        print(f"interrupted after writing {', '.join(exc.paths)} (complete)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except InputError as exc:  # e.g. an output path that fails only when written
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
 
 
 if __name__ == "__main__":

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from jaxvpp import io
 from jaxvpp.coordination import distributed
 from jaxvpp.errors import InputError
-from jaxvpp.problem import Settings, random_fleet, synthetic_market
+from jaxvpp.problem import Fleet, Market, Settings, random_fleet, synthetic_market
 
 EXIT_OK, EXIT_NUMERICAL, EXIT_INPUT, EXIT_INFEASIBLE = 0, 1, 2, 3
+#: ``Ctrl-C`` (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """The numeric options of a solving command: ``--alpha`` in (0, 1), ``--dt-hours`` and ``--tol`` positive
+    and finite, ``--max-iter`` at least 1. Raises :class:`InputError` naming the option."""
+    io.validate_alpha(args.alpha)
+    if not (math.isfinite(args.dt_hours) and args.dt_hours > 0):
+        raise InputError(f"--dt-hours must be positive and finite, got {args.dt_hours}", column="--dt-hours")
+    if args.tol is not None and not (math.isfinite(args.tol) and args.tol > 0):
+        raise InputError(f"--tol must be positive and finite, got {args.tol}", column="--tol")
+    if args.max_iter is not None and args.max_iter < 1:
+        raise InputError(f"--max-iter must be at least 1, got {args.max_iter}", column="--max-iter")
 
 
 def add_problem_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,8 +43,9 @@ def add_problem_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def example_inputs():
-
+def example_inputs() -> tuple[list[str], Fleet, list[str], Market]:
+    """The built-in example: 100 random batteries, 20 synthetic scenarios of 24 hourly steps (ids, fleet,
+    step labels, market)."""
     fleet = random_fleet(100, seed=0)
     market = synthetic_market(20, 24, seed=0)
     ids = [f"bess_{i:03d}" for i in range(100)]
@@ -74,15 +90,10 @@ def set_up_devices(devices: int, coordinator: str | None = None, num_processes: 
 
 def read_problem(args: argparse.Namespace):
     """The checked options and input files of a solving command (``coordinate``, ``sensitivity``, ``sweep``):
-    ids, fleet, step labels, market, target (MW, or None) and settings. Raises :class:`InputError`."""
+    ids, fleet, step labels, market, target (MW, or None; its rows matched to the scenarios' steps by label)
+    and settings. Raises :class:`InputError`."""
 
-    io.validate_alpha(args.alpha)
-    if not (args.dt_hours > 0):
-        raise InputError(f"--dt-hours must be positive, got {args.dt_hours}", column="--dt-hours")
-    if args.tol is not None and not (args.tol > 0):
-        raise InputError(f"--tol must be positive, got {args.tol}", column="--tol")
-    if args.max_iter is not None and args.max_iter < 1:
-        raise InputError(f"--max-iter must be at least 1, got {args.max_iter}", column="--max-iter")
+    check_options(args)
     if (args.fleet is None) != (args.scenarios is None):
         raise InputError(
             "give both --fleet and --scenarios, or neither for the built-in example",
@@ -93,6 +104,6 @@ def read_problem(args: argparse.Namespace):
     else:
         ids, fleet = io.read_fleet(args.fleet)
         steps, market = io.read_scenarios(args.scenarios)
-    target = io.read_target(args.target, len(steps)) if args.target is not None else None
+    target = io.read_target(args.target, len(steps), step_labels=steps) if args.target is not None else None
     settings = Settings(dt_hours=args.dt_hours, alpha=args.alpha, baseline=args.baseline)
     return ids, fleet, steps, market, target, settings

@@ -1,6 +1,8 @@
 """Market-data subcommands: ``synthetic``, ``fetch``, ``forecast`` and ``scenarios``.
 
-Each returns 0 on success and 2 on bad input (``error: <message>`` on stderr, nothing written).
+Each checks its output path before any work, returns 0 on success and 2 on bad input or an output path
+that cannot be written (``error: <message>`` on stderr, nothing written), and writes whole or not at all
+(:mod:`jaxvpp.files`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 
 from jaxvpp.cli.common import EXIT_INPUT, EXIT_OK
 from jaxvpp.errors import InputError
-from jaxvpp.market.forecasting import ForecastConfig, run_forecast, write_forecast
+from jaxvpp.files import check_file, check_folder
+from jaxvpp.market.forecasting import FORECAST_FILES, ForecastConfig, run_forecast, write_forecast
 from jaxvpp.market.ingress import (
     fetch_entsoe,
     read_entsoe_csvs,
@@ -20,7 +23,7 @@ from jaxvpp.market.ingress import (
     synthetic_prices,
     write_price_file,
 )
-from jaxvpp.market.scenarios import build_scenarios, load_forecast, write_scenarios
+from jaxvpp.market.scenarios import SCENARIO_FILES, build_scenarios, load_forecast, write_scenarios
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,8 +81,9 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     """``jaxvpp synthetic``: write a synthetic price file."""
 
     try:
+        check_file(args.out, option="--out")
         df = synthetic_prices(args.days, args.resolution, args.seed, start=args.start)
-        write_price_file(df, args.out)
+        write_price_file(df, args.out, option="--out")
     except (InputError, ValueError) as exc:
         return _fail(exc)
     print(
@@ -132,16 +136,20 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     try:
         if args.import_csv:
-            df = read_entsoe_csvs(list(args.import_csv))
             out = args.out or args.cache_dir / f"prices_{args.zone}.csv"
-            write_price_file(df, out)
+            option = "--out" if args.out else "--cache-dir"
+            check_file(out, option=option)
+            df = read_entsoe_csvs(list(args.import_csv))
+            write_price_file(df, out, option=option)
         else:
             if not args.start or not args.end:
                 raise InputError("give --start and --end (local dates), or --import-csv FILE", column="--start")
+            if args.out is not None:
+                check_file(args.out, option="--out")
             df, cache = fetch_entsoe(args.zone, args.start, args.end, cache_dir=args.cache_dir, refresh=args.refresh)
             out = args.out or cache
             if args.out is not None:
-                write_price_file(df, out)
+                write_price_file(df, out, option="--out")
     except InputError as exc:
         return _fail(exc)
     print(
@@ -186,17 +194,33 @@ def _add_forecast(sub: argparse._SubParsersAction) -> None:
         default="gbm",
         help="gbm: gradient-boosted quantile trees (default); qra: linear quantile regression",
     )
-    p.add_argument("--backtest-days", type=int, default=28, help="days of the rolling-origin backtest (default 28)")
+    d = ForecastConfig()  # the forecaster's defaults
+    p.add_argument(
+        "--backtest-days",
+        type=int,
+        default=d.backtest_days,
+        help=f"days of the rolling-origin backtest (default {d.backtest_days})",
+    )
     p.add_argument(
         "--calibration-days",
         type=int,
-        default=28,
-        help="out-of-sample days before each origin for the conformal calibration (default 28)",
+        default=d.calibration_days,
+        help=f"out-of-sample days before each origin for the conformal calibration (default {d.calibration_days})",
     )
-    p.add_argument("--refit-every", type=int, default=7, help="days between model refits in the backtest (default 7)")
+    p.add_argument(
+        "--refit-every",
+        type=int,
+        default=d.refit_every_days,
+        help=f"days between model refits in the backtest (default {d.refit_every_days})",
+    )
     p.add_argument("--no-calibration", action="store_true", help="skip the conformal calibration (for comparison)")
-    p.add_argument("--max-iter", type=int, default=100, help="boosting iterations per level (gbm, default 100)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the boosted trees (default 0)")
+    p.add_argument(
+        "--max-iter",
+        type=int,
+        default=d.boosting_iterations,
+        help=f"boosting iterations per level (gbm, default {d.boosting_iterations})",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed of the boosted trees (default {d.seed})")
     p.set_defaults(func=cmd_forecast)
 
 
@@ -204,25 +228,27 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     """``jaxvpp forecast``: backtest, forecast and write the five output files."""
 
     t0 = time.perf_counter()
+    notes: list[str] = []
     try:
-        if args.max_iter < 1:
-            raise InputError(f"--max-iter must be at least 1, got {args.max_iter}", column="--max-iter")
+        check_folder(args.out, option="--out", names=FORECAST_FILES)
         cfg = ForecastConfig(
             model=args.model,
             backtest_days=args.backtest_days,
             calibration_days=args.calibration_days,
-            refit_every=args.refit_every,
+            refit_every_days=args.refit_every,
             calibrate=not args.no_calibration,
-            max_iter=args.max_iter,
+            boosting_iterations=args.max_iter,
             seed=args.seed,
         )
-        df = read_price_file(args.prices, allow_future=True)
+        df = read_price_file(args.prices, allow_future=True, notes=notes)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         result = run_forecast(df, cfg)
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
+        write_forecast(result, args.out, option="--out")
     except InputError as exc:
         return _fail(exc)
-    for note in result.notes:
-        print(f"note: {note}", file=sys.stderr)
-    write_forecast(result, args.out)
     m = result.metrics
     print(
         f"forecast for {m['forecast_day']} ({m['forecast_steps']} steps) in {args.out}/quantiles.csv; backtest "
@@ -270,7 +296,11 @@ def _add_scenarios(sub: argparse._SubParsersAction) -> None:
     risk.add_argument("--alpha", type=float, help="CVaR tail probability in (0, 1) (default 0.05 = the worst 5 %%)")
     risk.add_argument("--confidence", type=float, help="CVaR confidence level, 1 - alpha (e.g. 0.95)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", type=Path, help="output folder (default: the folder of --quantiles)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default: the folder of --quantiles; its other files are kept)",
+    )
     p.set_defaults(func=cmd_scenarios)
 
 
@@ -286,6 +316,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
             alpha = 0.05 if args.alpha is None else args.alpha
         if not 0 < alpha < 1:
             raise InputError(f"--alpha must lie in (0, 1), got {alpha}", column="--alpha")
+        out = args.out or args.quantiles.parent
+        check_folder(out, option="--out", names=SCENARIO_FILES)
         bt_path = args.backtest
         if bt_path is None:
             cand = args.quantiles.parent / "backtest.csv"
@@ -296,10 +328,9 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
         result = build_scenarios(
             q, levels, bt, samples=args.samples, k=args.k, alpha=alpha, reduction=args.reduction, seed=args.seed
         )
+        write_scenarios(result, out, option="--out")
     except InputError as exc:
         return _fail(exc)
-    out = args.out or args.quantiles.parent
-    write_scenarios(result, out)
     e = result.metrics["reductions"]
     print(
         f"wrote {out}/scenarios.csv: {len(result.reductions[args.reduction].probabilities)} scenarios "

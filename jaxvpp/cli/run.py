@@ -15,8 +15,8 @@ from jaxvpp.cli.common import (
 )
 from jaxvpp.config import DEFAULT, default_config_text, load_config
 from jaxvpp.errors import InfeasibleTargetError, InputError, NumericalError
-from jaxvpp.market.ingress import write_file_atomic
-from jaxvpp.pipeline import run
+from jaxvpp.files import check_file, write_file
+from jaxvpp.pipeline import check_outputs, run
 
 #: ``jaxvpp run`` flags that override a config key: (flag, dest, type, dotted key(s), help).
 RUN_OVERRIDES: tuple[tuple[str, str, type, tuple[str, ...], str], ...] = (
@@ -105,9 +105,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
             "                   scenario files, config.toml and the figures risk_bands.png, scenarios.png,\n"
             "                   schedule.png, soc.png, convergence.png, frontier.png\n\n"
             "Every parameter lives in the TOML config (`jaxvpp init-config` writes the default, with comments);\n"
-            "the flags below override it. Nothing is written unless every phase succeeds.\n"
-            "Exit codes: 0 done (summary.json says whether ALADIN converged), 1 numerical error, 2 bad input\n"
-            "or config (the message names the file, line and key, or the flag), 3 infeasible target."
+            "the flags below override it. The output folders are checked first; nothing is written unless\n"
+            "every phase succeeds, and then OUT, DATA/raw and DATA/processed each whole or not at all.\n"
+            "Exit codes: 0 done (summary.json says whether ALADIN converged), 1 numerical error, 2 bad input,\n"
+            "config or output path (the message names the file, line and key, the flag or the path),\n"
+            "3 infeasible target, 130 interrupted."
         ),
     )
     p.add_argument(
@@ -152,6 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         cfg = run_config(args)
+        check_outputs(cfg)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
@@ -217,9 +220,13 @@ def cmd_init_config(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text)
         return EXIT_OK
-    if args.out.exists() and not args.force:
-        print(f"error: {args.out} exists; use --force to overwrite it", file=sys.stderr)
+    try:
+        check_file(args.out, option="--out")
+        if args.out.exists() and not args.force:
+            raise InputError("exists; use --force to overwrite it", file=args.out, column="--out")
+        write_file(args.out, text, option="--out")
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    write_file_atomic(args.out, text)
     print(f"wrote {args.out}; run it with: jaxvpp run --config {args.out}")
     return EXIT_OK

@@ -22,6 +22,10 @@ from jaxvpp.cli.common import (
 )
 from jaxvpp.coordination.api import coordinate
 from jaxvpp.errors import InputError
+from jaxvpp.files import check_folder
+
+#: The files ``jaxvpp coordinate`` writes into --out (it owns them: one it does not write is removed).
+COORDINATE_FILES = ("schedules.csv", "summary.json", "convergence.csv")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +40,9 @@ def _add_coordinate(sub: argparse._SubParsersAction) -> None:
         description=(
             "Solve every battery's risk-aware problem (expected profit minus a CVaR penalty) for the whole "
             "fleet at once. Without --fleet/--scenarios a built-in example is used (100 batteries, 20 "
-            "scenarios, 24 hourly steps). Writes DIR/schedules.csv and DIR/summary.json."
+            "scenarios, 24 hourly steps). Writes DIR/schedules.csv, DIR/summary.json and, coordinated, "
+            "DIR/convergence.csv (whole or not at all; the folder is checked before the solve). The target's "
+            "rows are matched to the scenarios' steps by their labels."
         ),
     )
     add_problem_arguments(p)
@@ -81,6 +87,8 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
+        if args.process_id == 0:  # the process that writes: its output folder is checked before any work
+            check_folder(args.out, option="--out", names=COORDINATE_FILES)
         # before anything starts JAX: on a CPU the number of host devices is fixed when it starts
         if args.devices > 1 and (args.target is None or args.method != "aladin"):
             raise InputError(
@@ -172,14 +180,20 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
         print(f"process {args.process_id} of {args.num_processes}: done; process 0 writes {args.out}/")
         return EXIT_OK
     frame = io.schedules_frame(ids, charge, discharge, soc, steps)
-    io.write_outputs(
-        args.out,
-        {
-            "schedules.csv": frame.to_csv(index=False),
-            "summary.json": json.dumps(summary, indent=2) + "\n",
-            **extra_files,
-        },
-    )
+    try:
+        io.write_outputs(
+            args.out,
+            {
+                "schedules.csv": frame.to_csv(index=False),
+                "summary.json": json.dumps(summary, indent=2) + "\n",
+                **extra_files,
+            },
+            owned=COORDINATE_FILES,
+            option="--out",
+        )
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     status = "converged" if summary["converged"] else summary["status"]
     print(
         f"{len(ids)} batteries, {len(steps)} steps, {market.num_scenarios} scenarios: "

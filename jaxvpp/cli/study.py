@@ -1,8 +1,9 @@
 """Study subcommands: ``sensitivity`` (gradients of the optimum) and ``sweep`` (a batch of problems in one call).
 
-Both read the files of ``jaxvpp coordinate`` (or use its built-in example), print ``error: <file, row, column
-or parameter: message>`` and exit with 2 on bad input, and write their outputs all-or-nothing (temporary
-folder, then rename): nothing is written unless the whole study succeeded.
+Both read the files of ``jaxvpp coordinate`` (or use its built-in example), check --out before any work,
+print ``error: <file, row, column, parameter or path: message>`` and exit with 2 on bad input, and write
+their output folder whole or not at all (:mod:`jaxvpp.files`): nothing is written unless the whole study
+succeeded.
 """
 
 from __future__ import annotations
@@ -28,9 +29,14 @@ from jaxvpp.cli.common import (
 )
 from jaxvpp.coordination.feasibility import check_target
 from jaxvpp.errors import InputError
+from jaxvpp.files import check_folder
 from jaxvpp.problem import FLEET_COLUMNS
 from jaxvpp.studies.sensitivity import sensitivities
 from jaxvpp.studies.sweeps import SWEEP_PARAMS, check_values, parse_values, sweep
+
+#: The files each command writes into --out (it owns them: one it does not write is removed).
+SENSITIVITY_FILES = ("sensitivities.csv", "price_sensitivities.csv", "summary.json")
+SWEEP_FILES = ("sweep.csv", "frontier.png", "summary.json")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -105,6 +111,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
+        check_folder(args.out, option="--out", names=SENSITIVITY_FILES)
         ids, fleet, steps, market, labels, target, settings = _inputs(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -159,14 +166,20 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         wall_time_s=time.perf_counter() - t0,
     )
-    io.write_outputs(
-        args.out,
-        {
-            "sensitivities.csv": per_battery.to_csv(index=False),
-            "price_sensitivities.csv": per_step.to_csv(index=False),
-            "summary.json": json.dumps(summary, indent=2) + "\n",
-        },
-    )
+    try:
+        io.write_outputs(
+            args.out,
+            {
+                "sensitivities.csv": per_battery.to_csv(index=False),
+                "price_sensitivities.csv": per_step.to_csv(index=False),
+                "summary.json": json.dumps(summary, indent=2) + "\n",
+            },
+            owned=SENSITIVITY_FILES,
+            option="--out",
+        )
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     flag = "" if sens.smooth else " (not smooth here: see summary.json)"
     print(
         f"{len(ids)} batteries, {len(steps)} steps: objective {sens.objective_eur:.2f} EUR ({sens.status}, "
@@ -212,6 +225,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
+        check_folder(args.out, option="--out", names=SWEEP_FILES)
         values = parse_values(args.values)
         ids, fleet, steps, market, _labels, target, settings = _inputs(args)
         check_values(args.param, values, has_target=target is not None)
@@ -254,7 +268,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         wall_time_s=time.perf_counter() - t0,
     )
     files["summary.json"] = json.dumps(summary, indent=2) + "\n"
-    io.write_outputs(args.out, files)
+    try:
+        io.write_outputs(args.out, files, owned=SWEEP_FILES, option="--out")
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     print(
         f"{len(values)} values of {args.param} x {len(ids)} batteries in one batched call: {summary['converged']} "
         f"converged; solve {t_solve:.1f} s (compilation included), {summary['wall_time_s']:.1f} s in all; wrote "

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from jaxvpp.errors import InputError
+from jaxvpp.files import write_folder
 from jaxvpp.market.ingress import (
     MARKET_TZ,
     PRICE,
@@ -44,7 +45,6 @@ from jaxvpp.market.ingress import (
     local_slot,
     numeric_column,
     parse_timestamps,
-    write_files_atomic,
 )
 
 #: Default quantile levels 0.05, 0.10, ..., 0.95.
@@ -73,10 +73,11 @@ class ForecastConfig:
         levels: quantile levels in (0, 1), increasing.
         backtest_days: days of the rolling-origin backtest at the end of the file.
         calibration_days: out-of-sample days before each origin used for the conformal shifts.
-        refit_every: days between model refits in the backtest (calibration is redone every day).
+        refit_every_days: days between model refits in the backtest (calibration is redone every day).
         train_days: training window (days) before the calibration window; ``None`` = all (gbm), 56 (qra).
         calibrate: apply the conformal shifts.
-        max_iter, learning_rate, max_leaf_nodes, min_samples_leaf, max_bins: gradient-boosting settings.
+        boosting_iterations: boosting iterations per quantile level (gbm).
+        learning_rate, max_leaf_nodes, min_samples_leaf, max_bins: further gradient-boosting settings.
         baseline_window_days: days of residuals behind the seasonal-naive baseline's quantiles.
         seed: random seed of the boosted trees.
         tz: market time zone that defines delivery days.
@@ -86,10 +87,10 @@ class ForecastConfig:
     levels: tuple[float, ...] = LEVELS
     backtest_days: int = 28
     calibration_days: int = 28
-    refit_every: int = 7
+    refit_every_days: int = 7
     train_days: int | None = None
     calibrate: bool = True
-    max_iter: int = 100
+    boosting_iterations: int = 100
     learning_rate: float = 0.1
     max_leaf_nodes: int = 12
     min_samples_leaf: int = 40
@@ -110,8 +111,10 @@ class ForecastConfig:
             raise InputError(
                 f"--calibration-days must be at least 1, got {self.calibration_days}", column="--calibration-days"
             )
-        if self.refit_every < 1:
-            raise InputError(f"--refit-every must be at least 1, got {self.refit_every}", column="--refit-every")
+        if self.refit_every_days < 1:
+            raise InputError(f"--refit-every must be at least 1, got {self.refit_every_days}", column="--refit-every")
+        if self.boosting_iterations < 1:
+            raise InputError(f"--max-iter must be at least 1, got {self.boosting_iterations}", column="--max-iter")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -370,7 +373,7 @@ def _fit_one(X: np.ndarray, y: np.ndarray, lv: float, cfg: ForecastConfig):
         m = HistGradientBoostingRegressor(
             loss="quantile",
             quantile=lv,
-            max_iter=cfg.max_iter,
+            max_iter=cfg.boosting_iterations,
             learning_rate=cfg.learning_rate,
             max_leaf_nodes=cfg.max_leaf_nodes,
             min_samples_leaf=cfg.min_samples_leaf,
@@ -566,7 +569,7 @@ def run_forecast(df: pd.DataFrame, cfg: ForecastConfig = ForecastConfig()) -> Fo
     cols = level_columns(cfg.levels)
     parts, raw_parts = [], []
     for i, d in enumerate(test_days):
-        if i % cfg.refit_every == 0:
+        if i % cfg.refit_every_days == 0:
             fc.refit(d)
         rows, q, raw = fc.forecast(d)
         parts.append((rows, q))
@@ -616,7 +619,7 @@ def run_forecast(df: pd.DataFrame, cfg: ForecastConfig = ForecastConfig()) -> Fo
         "model": cfg.model,
         "calibrated": cfg.calibrate,
         "calibration_days": cfg.calibration_days,
-        "refit_every_days": cfg.refit_every,
+        "refit_every_days": cfg.refit_every_days,
         "baseline_lag_days": lag,
         "weekly_lags": weekly,
         "history_days": len(series.history_days),
@@ -697,10 +700,16 @@ def plot_risk_bands(result: ForecastResult, path: str | Path, tz: str = MARKET_T
     plt.close(fig)
 
 
-def write_forecast(result: ForecastResult, out_dir: str | Path, tz: str = MARKET_TZ) -> None:
-    """Write quantiles.csv, backtest.csv, baseline_backtest.csv, forecast_metrics.json and risk_bands.png (atomically)."""
+#: The files :func:`write_forecast` writes.
+FORECAST_FILES = ("quantiles.csv", "backtest.csv", "baseline_backtest.csv", "forecast_metrics.json", "risk_bands.png")
+
+
+def write_forecast(
+    result: ForecastResult, out_dir: str | Path, tz: str = MARKET_TZ, *, option: str | None = None
+) -> None:
+    """Write :data:`FORECAST_FILES` into ``out_dir``, whole or not at all (:func:`jaxvpp.files.write_folder`)."""
     cols = level_columns(result.metrics["levels"])
-    write_files_atomic(
+    write_folder(
         out_dir,
         {
             "quantiles.csv": quantile_frame_text(result.quantiles, [TIMESTAMP] + cols),
@@ -709,6 +718,8 @@ def write_forecast(result: ForecastResult, out_dir: str | Path, tz: str = MARKET
             "forecast_metrics.json": json.dumps(result.metrics, indent=2) + "\n",
             "risk_bands.png": lambda p: plot_risk_bands(result, p, tz),
         },
+        owned=FORECAST_FILES,
+        option=option,
     )
 
 

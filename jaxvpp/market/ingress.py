@@ -1,13 +1,13 @@
 """Market-data ingress: synthetic day-ahead prices, ENTSO-E fetch and CSV import, price files.
 
-A *price file* is a CSV with ``timestamp`` (ISO 8601; UTC, or with an explicit offset) and
-``price_eur_per_mwh`` (EUR/MWh), plus optional numeric exogenous columns (e.g. ``renewable_share``, a
-day-ahead forecast known before gate closure). Inside the package every timestamp is a timezone-aware
-UTC ``pd.Timestamp`` marking the *start* of its delivery step.
+A *price file* is a CSV with ``timestamp`` (ISO 8601 with an explicit offset; one without is taken as
+UTC, and :func:`read_price_file` notes that) and ``price_eur_per_mwh`` (EUR/MWh), plus optional numeric
+exogenous columns (e.g. ``renewable_share``, a day-ahead forecast known before gate closure). Inside the
+package every timestamp is a timezone-aware UTC ``pd.Timestamp`` marking the *start* of its delivery step.
 
-Delivery days are local days of the market (``Europe/Berlin``: CET/CEST), so a day has 23, 24 or 25
-hourly steps, or 92, 96 or 100 quarter-hour steps (the European day-ahead market trades 15-minute
-products since 1 October 2025). ``harmonise_resolution`` turns a file that switches from 60- to
+Delivery days are local days of the market (:data:`MARKET_TZ`, ``Europe/Berlin``: CET/CEST, unless a
+``tz`` argument says otherwise), so a day has 23, 24 or 25 hourly steps, or 92, 96 or 100 quarter-hour
+steps (the European day-ahead market trades 15-minute products since 1 October 2025). ``harmonise_resolution`` turns a file that switches from 60- to
 15-minute steps into one 15-minute series (an hourly price holds for each of its four quarters).
 """
 
@@ -15,66 +15,31 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Mapping
+import zoneinfo
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from jaxvpp.errors import InputError
+from jaxvpp.files import check_file, write_file
 
 TIMESTAMP = "timestamp"
 PRICE = "price_eur_per_mwh"
-#: Market time zone of the delivery day (CET/CEST, as used by the European day-ahead auction).
+#: Market time zone of the delivery day (CET/CEST, as used by the European day-ahead auction): the default
+#: of every ``tz`` argument and of the ``[market] time_zone`` key of ``jaxvpp run``.
 MARKET_TZ = "Europe/Berlin"
+#: A time of day followed by its offset from UTC (``...T00:00Z``, ``... 00:00:00+01:00``, ``...T00:00-0500``).
+_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+
+
+def names_utc_offset(text: str) -> bool:
+    """Whether an ISO 8601 timestamp names its offset from UTC (``Z``, ``+01:00``) after its time of day."""
+    return bool(_OFFSET.search(text.strip()))
+
+
 #: Step lengths (minutes) the package accepts.
 RESOLUTIONS = (15, 30, 60)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Writing files atomically
-# ----------------------------------------------------------------------------------------------------
-
-
-def write_files_atomic(out_dir: str | Path, files: Mapping[str, str | bytes | Callable[[Path], None]]) -> None:
-    """Write several files into ``out_dir`` so that none is half-written on failure.
-
-    Each value is the text, the bytes, or a function that writes the file at the path it is given (e.g. a
-    matplotlib ``savefig``). Everything is first written into a temporary folder inside ``out_dir``; only
-    when all files exist are they moved into place (``os.replace``, atomic per file).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
-    try:
-        for name, content in files.items():
-            path = tmp / name
-            if callable(content):
-                content(path)
-            elif isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content)
-        for name in files:
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_file_atomic(path: str | Path, content: str | bytes) -> None:
-    """Write one file through a temporary neighbour and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content.encode() if isinstance(content, str) else content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -103,6 +68,15 @@ def local_slot(ts: pd.DatetimeIndex | pd.Series, tz: str = MARKET_TZ) -> np.ndar
     """Wall-clock minutes since local midnight (the repeated autumn hour shares its slots; the spring gap has none)."""
     loc = pd.DatetimeIndex(ts).tz_convert(tz)
     return np.asarray(loc.hour * 60 + loc.minute, dtype=np.int64)
+
+
+def check_time_zone(name: str) -> str | None:
+    """Why ``name`` is not an IANA time zone (e.g. ``Europe/Berlin``), or None when it is one."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        return f"unknown time zone {name!r} (an IANA name such as {MARKET_TZ!r})"
+    return None
 
 
 def _check_resolution(minutes: int) -> None:
@@ -299,17 +273,27 @@ def validate_prices(df: pd.DataFrame, *, file: str | None = None, allow_future: 
     return out
 
 
-def read_price_file(path: str | Path, *, allow_future: bool = False) -> pd.DataFrame:
-    """Read and validate a price file (``timestamp, price_eur_per_mwh`` plus optional exogenous columns)."""
+def read_price_file(path: str | Path, *, allow_future: bool = False, notes: list[str] | None = None) -> pd.DataFrame:
+    """Read and validate a price file (``timestamp, price_eur_per_mwh`` plus optional exogenous columns).
+
+    Timestamps without an offset are taken as UTC; when there are such, a line saying so is appended to
+    ``notes`` (for the console).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError("price file not found", file=str(path))
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"not a readable CSV file: {exc}", file=str(path)) from None
     raw.columns = [str(c).strip() for c in raw.columns]
-    return validate_prices(raw, file=str(path), allow_future=allow_future)
+    df = validate_prices(raw, file=str(path), allow_future=allow_future)
+    if notes is not None:
+        naive = ~np.asarray([names_utc_offset(str(v)) for v in raw[TIMESTAMP]], dtype=bool)
+        if naive.any():
+            what = "no timestamp names" if naive.all() else f"{int(naive.sum())} of {len(naive)} timestamps name no"
+            notes.append(f"{path}: {what} its offset from UTC; they are taken as UTC")
+    return df
 
 
 def format_timestamps(ts: pd.DatetimeIndex | pd.Series) -> list[str]:
@@ -327,10 +311,10 @@ def price_file_text(df: pd.DataFrame) -> str:
     return out[cols].to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
 
-def write_price_file(df: pd.DataFrame, path: str | Path) -> None:
-    """Validate ``df`` and write it as a price file (atomically)."""
+def write_price_file(df: pd.DataFrame, path: str | Path, *, option: str | None = None) -> None:
+    """Validate ``df`` and write it as a price file, whole or not at all (:func:`jaxvpp.files.write_file`)."""
     validate_prices(df, allow_future=True)
-    write_file_atomic(path, price_file_text(df))
+    write_file(path, price_file_text(df), option=option)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -571,6 +555,7 @@ def fetch_entsoe(
     cache = Path(cache_dir) / f"entsoe_{zone}_{t_start:%Y%m%d}_{t_end:%Y%m%d}.csv"
     if cache.is_file() and not refresh:
         return read_price_file(cache), cache
+    check_file(cache, option="--cache-dir")  # before the query
     key = api_key or os.environ.get("ENTSOE_API_KEY", "").strip()
     if not key:
         raise InputError(
@@ -593,7 +578,7 @@ def fetch_entsoe(
     except Exception as exc:  # network, authentication, no data: report rather than crash
         raise InputError(f"ENTSO-E query for {zone} {start}..{end} failed: {type(exc).__name__}: {exc}") from None
     df = entsoe_series_to_frame(series)
-    write_price_file(df, cache)
+    write_price_file(df, cache, option="--cache-dir")
     return df, cache
 
 

@@ -32,6 +32,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from jaxvpp.errors import InputError
+from jaxvpp.files import write_folder
 from jaxvpp.market.forecasting import (
     cdf_from_quantiles,
     level_columns,
@@ -44,7 +45,6 @@ from jaxvpp.market.ingress import (
     format_timestamps,
     local_day,
     local_slot,
-    write_files_atomic,
 )
 
 REDUCTIONS = ("tail", "kmeans", "medoids")
@@ -495,9 +495,22 @@ def plot_scenarios(result: ScenarioResult, path: str | Path, tz: str = MARKET_TZ
     plt.close(fig)
 
 
-def write_scenarios(result: ScenarioResult, out_dir: str | Path, tz: str = MARKET_TZ) -> None:
+#: The files :func:`write_scenarios` writes.
+SCENARIO_FILES = (
+    "scenarios.csv",
+    "scenario_samples.csv",
+    "scenario_metrics.json",
+    "scenarios.png",
+    *(f"scenarios_{m}.csv" for m in REDUCTIONS),
+)
+
+
+def write_scenarios(
+    result: ScenarioResult, out_dir: str | Path, tz: str = MARKET_TZ, *, option: str | None = None
+) -> None:
     """Write scenarios.csv (the chosen reduction), scenarios_<method>.csv, scenario_samples.csv,
-    scenario_metrics.json and scenarios.png (atomically)."""
+    scenario_metrics.json and scenarios.png into ``out_dir``, whole or not at all; the folder's other files
+    (e.g. the forecast's) are kept (:func:`jaxvpp.files.write_folder`)."""
     labels = format_timestamps(result.step_times)
     n = len(result.samples)
     files: dict = {
@@ -510,7 +523,7 @@ def write_scenarios(result: ScenarioResult, out_dir: str | Path, tz: str = MARKE
     }
     for m, r in result.reductions.items():
         files[f"scenarios_{m}.csv"] = scenarios_text(labels, r.prices, r.probabilities)
-    write_files_atomic(out_dir, files)
+    write_folder(out_dir, files, owned=SCENARIO_FILES, option=option)
 
 
 def load_forecast(
