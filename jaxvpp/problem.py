@@ -4,7 +4,7 @@ These are plain pytrees (``NamedTuple`` of arrays), so they pass through ``jax.j
 ``jax.grad`` unchanged. Units are stated per field: MW for power, MWh for energy, EUR/MWh for prices,
 hours for time.
 
-The model (one battery ``i``, steps ``t = 1..T`` of ``dt`` hours; symbols as in the README):
+The model (one battery ``i``, steps ``t = 1..T`` of ``dt`` hours; symbols as in the documentation's model page, ``docs/model.md``):
 
 * charge ``c_t >= 0`` and discharge ``d_t >= 0`` (MW), net injection ``p_t = d_t - c_t``;
 * ``c_t, d_t <= P``; ramp ``|p_t - p_{t-1}| <= R dt`` for ``t >= 2`` (no limit when ``R = inf``);

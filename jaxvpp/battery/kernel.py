@@ -38,8 +38,8 @@ class Factor(NamedTuple):
 
     ``X = L^-1`` for the equilibrated matrix ``D K D = L L'``, split after the T charge rows, is kept as its
     diagonal blocks and the off-diagonal block of ``L``: ``X = [[X11, 0], [-X22 L21 X11, X22]]``. Applying
-    ``X`` through ``L21`` costs the same matrix-vector products as through ``X21``, and saves the two
-    (T+1) x T x T matrix products that forming ``X21`` took in every factorisation.
+    ``X`` through ``L21`` costs the same matrix-vector products as through ``X21``, and avoids the two
+    (T+1) x T x T matrix products that forming ``X21`` would take in every factorisation.
     """
 
     x11: Array  #: (T, T) block of ``X`` on the charge rows and columns
@@ -109,10 +109,10 @@ def _small_inv_chol(A: Array) -> Array:
     """Inverse of the Cholesky factor of a small SPD matrix (batched in leading axes).
 
     Left-looking: step ``j`` forms column ``j`` of ``L`` from ``A``'s row ``j`` and the columns before it, and
-    row ``j`` of ``X = L^-1`` by forward substitution, in one ``fori_loop`` over the columns. A right-looking
-    Cholesky rewrote the whole trailing matrix at every step, and a second loop formed the inverse: for 256
-    equilibrated 24 x 24 matrices 1.24 ms against 0.74-0.89 ms here (25 x 25: 1.38 -> 0.90-1.09 ms). ``L`` is
-    kept transposed (its columns as rows) so that every step writes one contiguous row of each array.
+    row ``j`` of ``X = L^-1`` by forward substitution, in one ``fori_loop`` over the columns. Unlike a
+    right-looking Cholesky it never rewrites the trailing matrix, and it needs no second loop for the inverse.
+    ``L`` is kept transposed (its columns as rows) so that every step writes one contiguous row of each
+    array.
     """
     n = A.shape[-1]
     idx = jnp.arange(n)
@@ -134,9 +134,9 @@ def inv_cholesky(A: Array, block: int | None = None) -> Array:
     """``X = L^-1`` for ``A = L L'`` by recursive 2 x 2 blocking.
 
     Written with matrix products so that a batch of small matrices runs at matrix-multiply speed on CPU
-    (the batched LAPACK Cholesky and triangular solves were measured 3-5x slower here). A ``jit`` of its own
-    so that JAX traces it once per shape and process: a coordination program factors in two places (start
-    and iteration), and tracing the recursion took 0.37 s each time, paid by every ``jaxvpp coordinate``.
+    (for these sizes faster than the batched LAPACK Cholesky and triangular solves). A ``jit`` of its own so
+    that JAX traces the recursion once per shape and process, although a coordination program factors in two
+    places (start and iteration).
     """
     n = A.shape[-1]
     if block is None:
@@ -158,7 +158,7 @@ def factor(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> F
 
     The first level of :func:`inv_cholesky`'s blocking is done here, on the blocks as they are built (charge
     rows | discharge and eta rows): the dense matrix is never assembled, and its inverse factor never
-    concatenated, which saved the copies of two (2T+1)^2 arrays per battery and factorisation.
+    concatenated, which avoids copying two (2T+1)^2 arrays per battery and factorisation.
     """
     Kcc, Kcd, Kdd, Aw, k_eta, w_loss, d_u = _condensed_blocks(qp, W)
     T = Kcc.shape[0]
@@ -221,7 +221,7 @@ def adjoint_solve(qp: BatteryQP, s: Array, z: Array, gx: Primal, gz: Array, refi
 
     The system is ``Q a - G' b = gx``, ``G a + (s/z) b = gz``. Near the optimum ``W = z/s`` spans twenty
     orders of magnitude and the reduced matrix ``Q + G'WG`` is numerically singular (condition numbers of
-    1e19 were measured), so this solves the limit instead: rows with ``z > s`` are active and enforced
+    order 1e19), so this solves the limit instead: rows with ``z > s`` are active and enforced
     exactly (``G_A a = gz_A``), the others drop out (``b = 0``). The equality-constrained system is solved
     by an iterated penalty: a moderate weight ``ADJOINT_PENALTY`` on the active rows and refinement against
     the unreduced residuals, which converges to the exact solution even when the active rows are linearly

@@ -1,29 +1,29 @@
-"""Phase IV: the local agent. Every battery's risk-aware problem, solved for the whole fleet at once.
+"""The problem in the solver's form: one battery's risk-aware QP, scaled, and its structured operators.
 
-Each battery solves the convex quadratic program of :mod:`jaxvpp.problem` (expected profit minus a CVaR
-penalty) by a primal-dual interior-point method (Mehrotra predictor-corrector) written in JAX: float64,
-``jit``-compiled, batched with ``vmap`` over batteries (a batched ``while_loop`` over a fixed number of slots
-that run in lock-step; a battery that has converged leaves its slot to the next one in line), differentiable
-by implicit differentiation of the optimality conditions (a ``custom_vjp``; no unrolling of iterations).
+Each battery's convex quadratic program (the model of :mod:`jaxvpp.problem`: expected profit minus a CVaR
+penalty) is written as ``min 1/2 x'Qx + f'x  s.t.  G x <= h`` over ``x = (c, d, eta, u)``, with ``2T + 1 + K``
+unknowns per battery (:class:`Primal`). :func:`build_qp` builds it as a :class:`BatteryQP` in scaled units,
+with the scale factors (:class:`Scales`); ``G``, ``G'``, ``Q`` and ``h`` are applied from their structure
+(:func:`apply_G`, :func:`apply_GT`, :func:`apply_Q`, :func:`rhs_h`), never formed as dense matrices.
 
-Structure that the solver exploits (per battery, ``x = (c, d, eta, u)`` with ``2T + 1 + K`` unknowns):
+Structure that the solver exploits:
 
 * the energy trajectory is eliminated: ``e = e_0 + dt L (eta_c c - d / eta_d)`` with ``L`` the
   lower-triangular ones matrix, so the energy rows' block of the Newton matrix is ``L' diag(w) L``, whose
   entries are suffix sums of ``w``; ramp rows give a tridiagonal block in ``p``; bounds are diagonal;
 * the CVaR auxiliaries ``u_k`` have a diagonal block and are condensed out exactly, leaving a rank-K term
   ``A' diag(omega) A`` in ``p`` with ``omega = w_loss w_u / (w_loss + w_u)``;
-* the remaining ``(2T + 1) x (2T + 1)`` system is solved by Cholesky with static regularisation and
-  iterative refinement.
+* the remaining ``(2T + 1) x (2T + 1)`` system is factored by :mod:`jaxvpp.battery.kernel`.
 
 Every battery is scaled before the solve (powers by P, energies by E, money by a price scale), so one
 tolerance serves batteries of 0.1 MW and 100 MW alike. A risk weight of zero is handled structurally: the
 CVaR block is replaced by a decoupled, bounded one (the reported CVaR is always the exact CVaR of the
 schedule).
 
-The same per-battery Newton kernel (:func:`factor`, :func:`solve_factored`, :func:`kkt_residuals`) is what
-the coordination layer calls every ALADIN iteration; :func:`build_qp` accepts the extra linear price and
-proximal term that coordination adds to each battery's objective.
+:func:`build_qp` accepts the extra linear price and proximal term that coordination adds to each battery's
+objective; the Newton kernel built on these operators (:func:`jaxvpp.battery.kernel.factor`,
+:func:`jaxvpp.battery.kernel.solve_factored`, :func:`jaxvpp.battery.kernel.kkt_residuals`) is what the
+coordination layer calls every ALADIN iteration.
 """
 
 from __future__ import annotations
