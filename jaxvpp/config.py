@@ -78,7 +78,7 @@ def _key(default: Any, help: str, check: Callable[[Any], str | None] | None = No
 
 @dataclass(frozen=True)
 class MarketConfig:
-    """Phase I: the day-ahead price history the forecast learns from."""
+    """The day-ahead price history the forecast learns from."""
 
     prices_file: str = _key(
         "",
@@ -104,7 +104,7 @@ class MarketConfig:
 
 @dataclass(frozen=True)
 class ForecastConfig:
-    """Phase II: probabilistic (quantile) forecast of the delivery day."""
+    """Probabilistic (quantile) forecast of the delivery day."""
 
     model: str = _key(
         _FORECASTER.model,
@@ -135,7 +135,7 @@ class ForecastConfig:
 
 @dataclass(frozen=True)
 class ScenariosConfig:
-    """Phase III: price scenarios sampled from the forecast and reduced to a few weighted ones."""
+    """Price scenarios sampled from the forecast and reduced to a few weighted ones."""
 
     samples: int = _key(1000, "price paths sampled from the forecast (Gaussian copula across steps)", _at_least(2))
     count: int = _key(20, "weighted scenarios K after the reduction (the solver's scenarios)", _at_least(1))
@@ -161,10 +161,10 @@ class RiskConfig:
 
 @dataclass(frozen=True)
 class FleetConfig:
-    """Phase IV: the prosumers' batteries."""
+    """The prosumers' batteries."""
 
     file: str = _key(
-        "", "fleet.csv (battery_id and parameter columns, see the README); empty = a random heterogeneous fleet"
+        "", "fleet.csv (battery_id and parameter columns, see docs/file-formats.md); empty = a random heterogeneous fleet"
     )
     batteries: int = _key(100, "number of batteries in the random fleet", _at_least(1))
     seed: int = _key(0, "random seed of the fleet's parameters", _at_least(0))
@@ -179,7 +179,7 @@ class FleetConfig:
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """Phase V: the community target that makes coordination matter.
+    """The community target that makes coordination matter.
 
     The aggregator has committed the community's schedule on the day-ahead market: theta times the schedule
     the fleet would run, risk-neutrally, under the median (point) price forecast. Each battery on its own
@@ -205,7 +205,7 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class CoordinationConfig:
-    """Phase VI: interior-point ALADIN, and ADMM as the baseline it is compared with."""
+    """Interior-point ALADIN, and ADMM as the baseline it is compared with."""
 
     tol: float = _key(1e-8, "ALADIN's relative tolerance on primal, dual and coupling residuals", _positive)
     max_iter: int = _key(100, "ALADIN's iteration limit (about 30 iterations on the default example)", _at_least(1))
