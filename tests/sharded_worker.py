@@ -4,6 +4,7 @@ JAX fixes its device count when it starts, and the test process has started it w
 these run in fresh processes:
 
     python tests/sharded_worker.py devices            # 4 forced host devices: N = 10 and 7, 1 vs 4 devices
+                                                      # (and N = 7 warm-started, with a live log)
     python tests/sharded_worker.py process ADDR P I   # process I of P (2 host devices each), N = 7 on all devices
 
 Prints one JSON line (process 0 only, for ``process``).
@@ -72,6 +73,13 @@ def devices() -> dict:
     for n in (10, 7):
         fleet, market, settings, target = instance(n)
         out[n] = {d: answer(coordinate(fleet, market, target, settings, devices=d)) for d in (1, 4)}
+    # N = 7 again, warm-started from the one-device answer, with a live log
+    cold = coordinate(fleet, market, target, settings)
+    out["warm"] = {}
+    for d in (1, 4):
+        lines: list[str] = []
+        res = coordinate(fleet, market, target, settings, devices=d, warm_start=cold.warm_start, log=lines.append)
+        out["warm"][d] = dict(answer(res), lines=len(lines))
     rep = distributed.partition_report(fleet, market, target, settings, 4)
     rep.pop("memory")
     out["hlo"] = rep

@@ -109,7 +109,7 @@ def test_admm_warm_start_continues_the_same_iteration():
     fleet, market, settings, target = _instance(1)
     kw = dict(method="admm", tol=1e-12)
     first = coordinate(fleet, market, target, settings, max_iter=10, **kw)
-    more = coordinate(fleet, market, target, settings, max_iter=10, warm_start=first.history["_state"], **kw)
+    more = coordinate(fleet, market, target, settings, max_iter=10, warm_start=first.warm_start, **kw)
     both = coordinate(fleet, market, target, settings, max_iter=20, **kw)
     np.testing.assert_allclose(
         more.history["coupling_residual_mw"], both.history["coupling_residual_mw"][10:], rtol=1e-6, atol=1e-9
@@ -124,7 +124,7 @@ def test_warm_started_recoordination_after_target_change():
     moved = target * 1.03
     if check_target(fleet, moved, settings):
         moved = target * 0.97
-    warm = coordinate(fleet, market, moved, settings, warm_start=first.history["_state"])
+    warm = coordinate(fleet, market, moved, settings, warm_start=first.warm_start)
     cold = coordinate(fleet, market, moved, settings)
     assert warm.status == "converged" and cold.status == "converged"
     assert abs(warm.objective_eur - cold.objective_eur) <= 1e-6 * max(1.0, abs(cold.objective_eur))

@@ -1,4 +1,4 @@
-"""Scale-out (issue 7): the fleet split over devices and processes gives the single-device answer.
+"""Scale-out: the fleet split over devices and processes gives the single-device answer.
 
 The multi-device runs happen in fresh processes (``tests/sharded_worker.py``): JAX fixes its device count
 when it starts, and this process has started it with one CPU device.
@@ -131,6 +131,16 @@ def test_sharded_equals_single_device_on_four_host_devices(four_devices):
     coupling prices and objective within 1e-8 relative, the same iterations."""
     for n in ("10", "7"):
         _same_answer(four_devices[n]["4"], four_devices[n]["1"], int(n))
+
+
+def test_sharded_warm_start_and_live_log(four_devices):
+    """A warm start (the one-device result's ``warm_start``, padded for 4 devices) and a live log on the
+    sharded run: the one-device answer, and one logged line per iteration."""
+    warm = four_devices["warm"]
+    _same_answer(warm["4"], warm["1"], 7)
+    for d in ("1", "4"):
+        assert warm[d]["lines"] == warm[d]["iterations"] > 0
+    assert warm["1"]["iterations"] < four_devices["7"]["1"]["iterations"]
 
 
 def test_xla_partitions_the_fleet_and_only_sums_communicate(four_devices):

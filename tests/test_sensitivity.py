@@ -1,4 +1,4 @@
-"""Sensitivities of the coordinated optimum, sweeps and their commands (issue 6).
+"""Sensitivities of the coordinated optimum, sweeps and their commands.
 
 Gradients are checked against central finite differences of the centralized Clarabel optimum
 (:func:`jaxvpp.reference.solve_fleet_reference`, tolerances 1e-10). Finite differences only measure a

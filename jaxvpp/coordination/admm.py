@@ -1,4 +1,13 @@
-"""ADMM baseline (exchange form with residual balancing) for coordinating the fleet to a target."""
+"""ADMM baseline for coordinating the fleet to a target: exchange ADMM with residual balancing.
+
+Every iteration each battery solves its own problem (warm-started, :func:`jaxvpp.battery.solve_batteries`)
+with the current coupling price as a linear term and a proximal term that pulls its net power towards its
+share of the target; the price then moves by the remaining mismatch, and the penalty is rebalanced when
+the primal and dual residuals drift apart. It needs far more iterations than interior-point ALADIN
+(:mod:`jaxvpp.coordination.aladin`) on these nearly linear batteries and serves as the comparison.
+
+:func:`admm_start` is the cold start, :func:`admm_step` one iteration, :func:`admm` the jitted loop.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ import jax.numpy as jnp
 from jax import Array, lax
 
 from jaxvpp.battery.solution import solve_batteries
-from jaxvpp.coordination.aladin import History, log_iteration
+from jaxvpp.coordination.aladin import History, Status, emit_iteration
 from jaxvpp.problem import Fleet, Market, Settings
 
 # --------------------------------------------------------------------------------------------------
@@ -28,12 +37,15 @@ class ADMMCarry(NamedTuple):
 
 
 class ADMMState(NamedTuple):
+    """An ADMM run's carry, iteration count, last residuals and history."""
+
     carry: ADMMCarry
     iteration: Array
-    primal_residual: Array
-    dual_residual: Array
+    primal_residual: Array  #: norm of the per-battery mismatch (MW)
+    dual_residual: Array  #: rho times the change of the centred powers (EUR/MW)
     converged: Array
     history: History
+    status: Array  #: a :attr:`~jaxvpp.coordination.aladin.Status.code` (converged or max_iter)
 
 
 def admm_start(fleet: Fleet, market: Market, settings: Settings) -> ADMMCarry:
@@ -80,7 +92,7 @@ def admm_step(
     return ADMMCarry(p, price, rho, warm), pres, dres, cres, jnp.sum(sol.objective_eur), conv
 
 
-@functools.partial(jax.jit, static_argnames=("tol", "max_iter", "verbose"))
+@functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
 def admm(
     fleet: Fleet,
     market: Market,
@@ -88,11 +100,14 @@ def admm(
     settings: Settings,
     tol: float = 1e-6,
     max_iter: int = 300,
-    verbose: bool = False,
     warm_start: ADMMCarry | None = None,
+    log_id: Array | None = None,
 ) -> ADMMState:
     """Exchange ADMM: :func:`admm_step` until the coupling residual per battery and the dual residual fall
     below ``tol`` (MW), from :func:`admm_start` or from ``warm_start`` (the ``carry`` of an earlier run).
+
+    ``log_id``: the call id of a :func:`~jaxvpp.coordination.aladin.live_log` (one line per iteration; None:
+    no log).
     """
     target = jnp.asarray(target_mw)
     nan = jnp.full(max_iter, jnp.nan)
@@ -100,22 +115,42 @@ def admm(
     def body(st: ADMMState) -> ADMMState:
         carry, pres, dres, cres, obj, conv = admm_step(fleet, market, settings, target, st.carry, tol)
         it = st.iteration
-        rho = st.carry.rho
-        hist = History(*(h.at[it].set(v) for h, v in zip(st.history, (pres, dres, cres, jnp.nan, rho, obj, jnp.nan))))
-        if verbose:
-            jax.debug.callback(log_iteration, it + 1, pres, dres, cres, jnp.nan, rho, obj, ordered=True)
-        return ADMMState(carry, it + 1, pres, dres, conv, hist)
+        row = History(
+            primal_residual=pres,
+            dual_residual=dres,
+            coupling_residual_mw=cres,
+            mu=jnp.nan,
+            step=st.carry.rho,
+            objective_eur=obj,
+            gap=jnp.nan,
+        )
+        hist = jax.tree.map(lambda h, v: h.at[it].set(v), st.history, row)
+        if log_id is not None:
+            emit_iteration(log_id, it + 1, row, ordered=True)
+        return st._replace(
+            carry=carry, iteration=it + 1, primal_residual=pres, dual_residual=dres, converged=conv, history=hist
+        )
 
     def cond(st):
         return (~st.converged) & (st.iteration < max_iter)
 
     carry0 = admm_start(fleet, market, settings) if warm_start is None else warm_start
     st0 = ADMMState(
-        carry0,
-        jnp.asarray(0),
-        jnp.asarray(jnp.inf),
-        jnp.asarray(jnp.inf),
-        jnp.asarray(False),
-        History(nan, nan, nan, nan, nan, nan, nan),
+        carry=carry0,
+        iteration=jnp.asarray(0),
+        primal_residual=jnp.asarray(jnp.inf),
+        dual_residual=jnp.asarray(jnp.inf),
+        converged=jnp.asarray(False),
+        history=History(
+            primal_residual=nan,
+            dual_residual=nan,
+            coupling_residual_mw=nan,
+            mu=nan,
+            step=nan,
+            objective_eur=nan,
+            gap=nan,
+        ),
+        status=jnp.asarray(Status.MAX_ITER.code),
     )
-    return lax.while_loop(cond, body, st0)
+    final = lax.while_loop(cond, body, st0)
+    return final._replace(status=jnp.where(final.converged, Status.CONVERGED.code, Status.MAX_ITER.code))

@@ -1,4 +1,4 @@
-"""Phase V: the aggregator. It prices the community mismatch from what the batteries send, nothing else.
+"""The aggregator of ALADIN: it prices the community mismatch from what the batteries send, nothing else.
 
 Every ALADIN iteration each battery condenses its Newton step onto its coupled variables (its net power
 p_t, MW) and sends an :class:`AgentMessage`; the aggregator adds the messages up and solves the coupling

@@ -1,23 +1,63 @@
-"""Phase V: coordinating the fleet to a community target with interior-point ALADIN (and ADMM).
+"""Interior-point ALADIN: coordinating the fleet to a community target without sharing private data.
 
-The coupled problem: every battery ``i`` minimises its own risk-aware cost (:mod:`jaxvpp.battery`)
-subject to its private constraints, and the fleet must meet ``sum_i p_it = target_t`` for every step.
+**The problem.** Every battery ``i`` minimises its own risk-aware cost ``f_i(x_i)`` (a convex QP, see
+:mod:`jaxvpp.battery`) subject to its private constraints ``G_i x_i + s_i = h_i, s_i >= 0``, and the fleet must
+meet the community target at every step: ``sum_i p_it = target_t`` (MW), where ``p_i = S_i x_i`` is the
+battery's net power. The coupling constraint has a multiplier ``lam`` (T,), EUR per MW of ``p_t``; the
+coupling price the community pays is ``-lam / dt`` (EUR/MWh).
 
-Interior-point ALADIN (see the README): each iteration every battery takes ONE primal-dual Newton step on
-its own barrier KKT system (the inexact local solve), condenses it onto its coupled variables and sends
-the aggregator an :class:`~jaxvpp.aggregator.AgentMessage` (a T x T curvature and two T-vectors). The
-aggregator solves the coupling KKT system for the multiplier step; each battery recovers its own step; one
-fleet-wide step length (fraction to boundary) and Mehrotra's predictor-corrector with centring per battery.
-The whole loop is one ``lax.while_loop`` under ``jit``; batteries are a ``vmap`` axis.
+**One iteration.** ALADIN (augmented Lagrangian based alternating direction inexact Newton) alternates work
+the batteries do on their own with a small coupled solve at an aggregator that sees only what they send.
+In this interior-point form every battery takes ONE primal-dual Newton step on its own barrier KKT system
+(the inexact local solve): it factors its condensed KKT matrix ``K_i`` (with the barrier weights
+``W_i = Z_i / S_i``), and sends the aggregator an :class:`~jaxvpp.coordination.aggregator.AgentMessage`: the
+curvature ``M_i = S_i K_i^-1 S_i'`` (T x T: how its net power answers a price step), the net-power step
+``v_i`` it would take at the current multiplier, and its current net power. The aggregator solves the
+T x T system ``(sum_i M_i) dlam = (sum_i p_i - target) + sum_i v_i`` for the multiplier step and sends
+``dlam`` back; each battery recovers its own step from it with the SAME factor. Together this is exactly
+one Newton step on the whole coupled KKT system (the aggregator's system is its Schur complement on the
+coupling rows), computed without any battery revealing its parameters, constraints or prices.
 
-ADMM (exchange form, residual-balancing penalty) is the baseline; ``method="centralized"`` solves the
-same problem with cvxpy + Clarabel (:mod:`jaxvpp.reference`).
+**Step control.** The direction is Mehrotra's predictor-corrector: an affine (predictor) solve, then a
+corrector with centring, where every battery sets its own centring from its own affine step (a
+weighted central path: batteries' scaled units differ), then Gondzio's centrality correctors, each a full
+coupled solve with the same factorisations. Every coupled solve is refined iteratively against the
+residuals of the whole coupled system. One fleet-wide step length (fraction to the boundary over every
+battery's bounds) moves all batteries and the multiplier. The iteration stops when the largest relative
+primal and dual residual, the fleet's relative duality gap and the coupling residual (relative to
+``1 + max|target|``) are all below ``tol``. Near the end, where the factorisations lose the accuracy the
+coupled solve needs, a step that makes an almost converged iterate much worse is rejected and retried
+with stronger centring, and a run that stops improving at an acceptable accuracy ends there; the best
+iterate seen is what is reported. A target the fleet cannot meet shows as a diverging multiplier.
+
+**The code.** :func:`aladin_problem` builds the :class:`ALADINProblem` once (the fleet's QPs and scales,
+the target, the tolerances, the padding weights of a sharded run, the live log's call id);
+:func:`aladin_start` gives the first :class:`ALADINState` (cold, or from an :class:`ALADINWarmStart`);
+:func:`aladin_step` is exactly one iteration; :func:`aladin_finish` picks the iterate to report and the
+final :class:`Status`; :func:`aladin_run` is the ``lax.while_loop`` over :func:`aladin_step` followed by
+:func:`aladin_finish`; and :func:`aladin_ipm` is the jitted entry point that does all four. All are pure
+functions of arrays; batteries are a ``vmap`` axis, so the same program also runs with the fleet split over
+devices (:mod:`jaxvpp.coordination.distributed`).
+
+**The live log.** :func:`live_log` registers a sink (``print``, a logger's method, ...) for one run and
+hands out an integer call id; passed as ``log_id``, it travels into the jitted loop as an ordinary traced
+integer, and a debug callback in every iteration looks the sink up by it. A new sink therefore does not
+recompile the program, and two runs at the same time, each with its own id, never mix their lines.
+
+ADMM (:mod:`jaxvpp.coordination.admm`, exchange form) is the baseline; ``coordinate(method="centralized")``
+solves the same problem with cvxpy + Clarabel (:mod:`jaxvpp.reference`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import enum
 import functools
+import itertools
+import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import jax
@@ -69,7 +109,48 @@ STALL_ITERATIONS = 3  #: iterations without progress, once at the acceptable lev
 RECOVERY_LEVEL = 1e-4  #: below this relative accuracy a step that worsens the best iterate 100x is rejected
 RECOVERY_SIGMA = 0.5  #: centring of the retried step after a rejection
 MAX_REJECTIONS = 3  #: consecutive rejections that end the loop at the best iterate
-STATUSES = ("converged", "max_iter", "infeasible_target", "numerical_error")
+
+
+class Status(enum.StrEnum):
+    """How a coordination run ended (ALADIN and ADMM).
+
+    A ``str`` (``Status.CONVERGED == "converged"``), with :attr:`code`, the integer the jitted loops carry
+    (``ALADINState.status``, ``ADMMState.status``; :meth:`from_code` maps it back), and :attr:`message`, a
+    sentence for people. Inside the ALADIN loop the code 0 means "no reason to stop yet";
+    :func:`aladin_finish` turns it into the final status.
+    """
+
+    CONVERGED = (
+        "converged",
+        "every optimality measure met the tolerance (ALADIN: or, where round-off ended the end game first, the "
+        "acceptable level ACCEPTABLE_TOL; see CoordinationResult.accuracy)",
+    )
+    MAX_ITER = "max_iter", "the iteration limit was reached before the tolerance was met"
+    INFEASIBLE_TARGET = (
+        "infeasible_target",
+        "the fleet cannot meet the target: a necessary condition fails, or the coupling price diverged",
+    )
+    NUMERICAL_ERROR = (
+        "numerical_error",
+        "the iteration broke down numerically (a non-finite step, or repeated rejected steps) before reaching "
+        "an acceptable accuracy",
+    )
+
+    code: int
+    message: str
+
+    def __new__(cls, value: str, message: str) -> Status:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.code = len(cls.__members__)
+        member.message = message
+        return member
+
+    @classmethod
+    def from_code(cls, code: int | Array | np.ndarray) -> Status:
+        """The status whose :attr:`code` is ``code`` (a Python or array integer)."""
+        return list(cls)[int(code)]
+
 
 # --------------------------------------------------------------------------------------------------
 # The per-battery side of an ALADIN iteration (vmapped)
@@ -122,9 +203,18 @@ def coupling_response(
 
 
 class LocalState(NamedTuple):
-    x: Primal
-    s: Array
-    z: Array
+    """The batteries' iterate (scaled units, leading battery axis N)."""
+
+    x: Primal  #: primal variables
+    s: Array  #: (N, m) slacks of the inequality rows
+    z: Array  #: (N, m) multipliers of the inequality rows
+
+
+class ALADINWarmStart(NamedTuple):
+    """What a later ALADIN run needs to start from an earlier one's answer (``CoordinationResult.warm_start``)."""
+
+    local: LocalState  #: the batteries' iterate (slacks and multipliers are floored at 1e-4 when reused)
+    lam: Array  #: (T,) coupling multiplier (EUR per MW of p_t)
 
 
 class History(NamedTuple):
@@ -133,18 +223,29 @@ class History(NamedTuple):
     primal_residual: Array
     dual_residual: Array
     coupling_residual_mw: Array
-    mu: Array
-    step: Array
+    mu: Array  #: mean complementarity (ALADIN; NaN for ADMM)
+    step: Array  #: step length (ALADIN); the penalty rho in EUR/MW^2 (ADMM)
     objective_eur: Array
     gap: Array  #: relative duality gap (ALADIN; NaN for ADMM)
 
 
+class Measures(NamedTuple):
+    """The convergence measures of one iterate."""
+
+    primal_residual: Array  #: largest relative primal residual over the batteries
+    dual_residual: Array  #: largest relative dual residual over the batteries (coupling term included)
+    coupling_residual_mw: Array  #: max_t |sum_i p_it - target_t| (MW)
+    gap: Array  #: the fleet's relative duality gap
+
+
 class ALADINState(NamedTuple):
+    """The iterate and bookkeeping of an ALADIN run (what :func:`aladin_step` maps to the next)."""
+
     local: LocalState  #: per battery (leading axis N)
     lam: Array  #: (T,) coupling multiplier (EUR per MW of p_t)
-    iteration: Array
-    status: Array  #: 0 running/converged, see STATUSES
-    converged: Array
+    iteration: Array  #: iterations taken
+    status: Array  #: a :attr:`Status.code`; in the loop, 0 while there is no reason to stop
+    converged: Array  #: bool: the iterate meets ``tol``
     primal_residual: Array
     dual_residual: Array
     coupling_residual_mw: Array
@@ -153,14 +254,81 @@ class ALADINState(NamedTuple):
     best_local: LocalState  #: the iterate with the smallest merit so far (what is reported)
     best_lam: Array
     best_merit: Array  #: max(relative measures) / tol of the best iterate
-    best_measures: tuple  #: (primal, dual, coupling, gap) of the best iterate
+    best_measures: Measures  #: the measures of the best iterate
     since_best: Array  #: iterations since the best iterate
     rejections: Array  #: consecutive rejected steps (end-game recovery)
 
 
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["qp", "sc", "target", "scale_target", "dt_hours", "weight", "n_real", "log_id"],
+    meta_fields=["tol", "max_iter"],
+)
+@dataclasses.dataclass(frozen=True)
+class ALADINProblem:
+    """Everything an ALADIN iteration reads that does not change between iterations (a pytree; ``tol`` and
+    ``max_iter`` are static). Built by :func:`aladin_problem`."""
+
+    qp: BatteryQP  #: the fleet's QPs (:data:`~jaxvpp.battery.qp.FLEET_QP_AXES`: the market's matrix is shared)
+    sc: Scales  #: (N,) each battery's scales between physical and solver units
+    target: Array  #: (T,) the community target (MW)
+    scale_target: Array  #: 1 + max|target| (MW): the coupling residual's reference
+    dt_hours: Array  #: step length (hours)
+    weight: Array | None  #: (N,) 1 a battery, 0 a padding replica (sharded run); None: all 1
+    n_real: Array | None  #: sum(weight) (batteries that count); None without weights
+    log_id: Array | None  #: call id of a sink registered by :func:`live_log`; None: no live log
+    tol: float  #: relative tolerance of every convergence measure
+    max_iter: int  #: iteration limit (the length of the history)
+
+    @property
+    def batteries(self) -> int | Array:
+        """How many batteries count (N, or the real ones of a padded fleet)."""
+        return self.sc.power.shape[0] if self.n_real is None else self.n_real
+
+
+def aladin_problem(
+    fleet: Fleet,
+    market: Market,
+    target_mw: Array,
+    settings: Settings,
+    *,
+    tol: float = 1e-8,
+    max_iter: int = 100,
+    weight: Array | None = None,
+    log_id: Array | None = None,
+) -> ALADINProblem:
+    """The :class:`ALADINProblem` of coordinating ``fleet`` to ``target_mw`` (T,) MW.
+
+    ``weight`` (N,): 1 for a battery, 0 for a padding replica of one (a fleet padded to a multiple of the
+    device count, :mod:`jaxvpp.coordination.distributed`); it multiplies every contribution to a sum over
+    batteries, so a replica, which follows its original's trajectory exactly, changes no sum, min or max.
+    ``log_id``: the call id of a :func:`live_log` (one line per iteration to its sink).
+    """
+    # A stays the market's one (K, T) matrix: its products with the fleet's vectors are single matrix products
+    qp, sc = jax.vmap(lambda b: build_qp(b, market, settings), out_axes=(FLEET_QP_AXES, 0))(fleet)
+    target = jnp.asarray(target_mw)
+    return ALADINProblem(
+        qp=qp,
+        sc=sc,
+        target=target,
+        scale_target=1.0 + jnp.max(jnp.abs(target)),
+        dt_hours=settings.dt_hours,
+        weight=weight,
+        n_real=None if weight is None else jnp.sum(weight),
+        log_id=log_id,
+        tol=tol,
+        max_iter=max_iter,
+    )
+
+
+def _over_fleet(f, *axes):
+    """``f`` vmapped over the fleet's QP (:data:`FLEET_QP_AXES`) and further arguments with ``axes``."""
+    return jax.vmap(f, in_axes=(FLEET_QP_AXES, *axes))
+
+
 def _weighted(weight: Array | None, a: Array) -> Array:
     """``a`` (leading battery axis) times each battery's weight (1 real, 0 a padding replica); ``a`` itself
-    without weights. Applied to every contribution to a sum over batteries (see :mod:`jaxvpp.coordination.distributed`)."""
+    without weights. Applied to every contribution to a sum over batteries."""
     return a if weight is None else a * jnp.reshape(weight, weight.shape + (1,) * (a.ndim - 1))
 
 
@@ -169,7 +337,356 @@ def _local_measures(qp, sc, st: LocalState, lam):
     return pres, dres, gap
 
 
-@functools.partial(jax.jit, static_argnames=("tol", "max_iter", "verbose"))
+def _net_powers(pb: ALADINProblem, x: Primal) -> Array:
+    """Every battery's net power (N, T) MW, weighted (only ever summed over the batteries)."""
+    return _weighted(pb.weight, jax.vmap(coupling_map)(pb.sc, x))
+
+
+def _fleet_objective(pb: ALADINProblem, local: LocalState) -> Array:
+    """The fleet's objective (EUR)."""
+    return jnp.sum(_weighted(pb.weight, pb.sc.money * _over_fleet(objective, 0)(pb.qp, local.x)))
+
+
+def _measures(pb: ALADINProblem, local: LocalState, lam: Array):
+    """Largest relative primal and dual residuals over the batteries, the fleet's relative duality gap
+    (EUR, against the fleet objective: a battery with an objective near zero need not resolve its own
+    relative gap to 1e-8), the coupling residual (MW) and the fleet objective (EUR)."""
+    pres, dres, _ = _over_fleet(_local_measures, 0, 0, None)(pb.qp, pb.sc, local, lam)
+    r = agg.coupling_residual(_net_powers(pb, local.x), pb.target)
+    cres = jnp.max(jnp.abs(r))
+    gap_eur = jnp.sum(_weighted(pb.weight, pb.sc.money * jnp.sum(local.s * local.z, axis=1)))
+    obj = _fleet_objective(pb, local)
+    return jnp.max(pres), jnp.max(dres), gap_eur / (1.0 + jnp.abs(obj)), cres, obj
+
+
+def _merit(pb: ALADINProblem, pres, dres, gap, cres) -> Array:
+    """The largest measure relative to its tolerance (<= 1: converged)."""
+    return jnp.maximum(jnp.maximum(pres, dres), jnp.maximum(gap, cres / pb.scale_target)) / pb.tol
+
+
+def _direction(pb: ALADINProblem, fac, Y, M, cfac, local, r_d, r_p, r_c, net, tgt):
+    """Newton direction of the coupled system, refined as a whole.
+
+    Solves, for every battery, ``Q dx + G'dz + S~' dlam = -r_d``, ``G dx + ds = -r_p``,
+    ``Z ds + S dz = -r_c``, and for the fleet ``sum_i (net_i + S_i dx_i) = tgt``. The approximate
+    solve (local step with the battery's factor, aggregator solve, local recovery with the SAME
+    factor) is consistent with the curvatures ``M_i`` the batteries sent, so the recovered steps meet
+    the linearised coupling exactly; iterative refinement against the residuals of the whole coupled
+    system then removes the factorisation error, until the residual is below ``REFINE_RTOL`` times
+    the right-hand side (at most ``COUPLED_REFINE`` rounds: at N = 1000 only the last few iterations
+    needed any, so the refinement costs little where it is not needed). (Recovering with a refined local
+    solve instead was inconsistent with ``M_i``: where ``sum_i M_i`` is nearly singular the mismatch was
+    amplified to tens of MW in the end game.)
+    """
+    qp, sc = pb.qp, pb.sc
+    s, z = local.s, local.z
+    v_once = _over_fleet(newton_once, 0, 0, 0, 0, 0, 0)
+    v_response = _over_fleet(coupling_response, 0, 0, 0, 0, 0, None)
+    v_dual = _over_fleet(coupling_dual, 0, None)
+
+    def approx(rd, rp, rc, n):
+        x0, s0, z0 = v_once(qp, fac, s, z, rd, rp, rc)
+        msgs = agg.AgentMessage(curvature=M, gradient=_net_powers(pb, x0), net_mw=n)
+        dl, _ = agg.solve_coupling(cfac, msgs, tgt)
+        hx, hs, hz = v_response(qp, fac, Y, sc, s, z, dl)
+        return primal_map(jnp.add, x0, hx), s0 + hs, z0 + hz, dl
+
+    def residual(d):
+        dx, ds, dz, dl = d
+        e_d = primal_map(
+            lambda a, b, c, e: a + b + c + e,
+            r_d,
+            _over_fleet(apply_Q, 0)(qp, dx),
+            _over_fleet(apply_GT, 0)(qp, dz),
+            v_dual(qp, sc, dl),
+        )
+        e_p = r_p + _over_fleet(apply_G, 0)(qp, dx) + ds
+        e_c = r_c + z * ds + s * dz
+        return e_d, e_p, e_c, net + _net_powers(pb, dx)
+
+    def size(e_d, e_p, e_c, e_n):
+        return jnp.maximum(
+            jnp.maximum(max_abs(e_d), max_abs(e_p)),
+            jnp.maximum(max_abs(e_c), jnp.max(jnp.abs(jnp.sum(e_n, axis=0) - tgt)) / pb.scale_target),
+        )
+
+    rhs = (r_d, r_p, r_c, net)
+    goal = REFINE_RTOL * size(*rhs)
+
+    def more(carry):
+        k, _, e = carry
+        return (k == 0) | ((k <= COUPLED_REFINE) & (size(*e) > goal))
+
+    def refine(carry):
+        # round 0 is the plain solve (from d = 0 the residual is the right-hand side); one traced copy
+        # of the solve serves all rounds, which keeps the compiled program small
+        k, d, e = carry
+        c = approx(*e)
+        d = (primal_map(jnp.add, d[0], c[0]), d[1] + c[1], d[2] + c[2], d[3] + c[3])
+        return k + 1, d, residual(d)
+
+    d_zero = (jax.tree.map(jnp.zeros_like, r_d), jnp.zeros_like(r_p), jnp.zeros_like(r_c), jnp.zeros_like(tgt))
+    return lax.while_loop(more, refine, (jnp.asarray(0), d_zero, rhs))[1]
+
+
+def aladin_start(pb: ALADINProblem, warm_start: ALADINWarmStart | None = None) -> ALADINState:
+    """The state before the first iteration: the batteries' cold starting points (the battery solver's
+    :func:`~jaxvpp.battery.ipm.initial_point`) and a zero multiplier, or ``warm_start`` (slacks and
+    multipliers floored at 1e-4, which puts an earlier optimum back into the interior)."""
+    if warm_start is None:
+        x0, s0, z0 = _over_fleet(initial_point)(pb.qp)
+        lam0 = jnp.zeros(pb.target.shape[0])
+    else:
+        (x0, s0, z0), lam0 = warm_start
+        s0, z0 = jnp.maximum(s0, 1e-4), jnp.maximum(z0, 1e-4)
+    local0 = LocalState(x=x0, s=s0, z=z0)
+    pres, dres, gap, cres, _ = _measures(pb, local0, lam0)
+    nan = jnp.full(pb.max_iter, jnp.nan)
+    m0 = _merit(pb, pres, dres, gap, cres)
+    return ALADINState(
+        local=local0,
+        lam=lam0,
+        iteration=jnp.asarray(0),
+        status=jnp.asarray(0),
+        converged=jnp.asarray(False),
+        primal_residual=pres,
+        dual_residual=dres,
+        coupling_residual_mw=cres,
+        gap=gap,
+        history=History(
+            primal_residual=nan,
+            dual_residual=nan,
+            coupling_residual_mw=nan,
+            mu=nan,
+            step=nan,
+            objective_eur=nan,
+            gap=nan,
+        ),
+        best_local=local0,
+        best_lam=lam0,
+        best_merit=jnp.where(jnp.isfinite(m0), m0, jnp.inf),
+        best_measures=Measures(primal_residual=pres, dual_residual=dres, coupling_residual_mw=cres, gap=gap),
+        since_best=jnp.asarray(0),
+        rejections=jnp.asarray(0),
+    )
+
+
+def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
+    """One ALADIN iteration (see the module docstring): the coupled predictor, corrector and centrality
+    correctors from one factorisation per battery, one fleet-wide step, the end-game guard, the history
+    entry and, with ``pb.log_id``, one line of the live log.
+
+    The iteration is taken whatever ``state.status`` says; :func:`aladin_run` decides when to stop.
+    """
+    qp, sc = pb.qp, pb.sc
+    local, lam = state.local, state.lam
+    s, z = local.s, local.z
+    N = s.shape[0]
+    v_dual = _over_fleet(coupling_dual, 0, None)
+    r_d, r_p = _over_fleet(kkt_residuals, 0, 0, 0)(qp, local.x, s, z)
+    r_d = primal_map(jnp.add, r_d, v_dual(qp, sc, lam))
+    fac = _over_fleet(lambda q, w: factor(q, w, FACTOR_REGULARISATION), 0)(qp, z / s)
+    Y = jax.vmap(coupling_panel)(fac)
+    M = _weighted(pb.weight, jax.vmap(coupling_curvature)(Y, sc))
+    p_now = _net_powers(pb, local.x)
+    cfac = agg.factor_coupling(agg.AgentMessage(curvature=M, gradient=jnp.zeros_like(p_now), net_mw=p_now))
+    comp = jnp.sum(s * z, axis=1)
+    rows = s.shape[1]
+    mu = jnp.sum(_weighted(pb.weight, comp)) / (pb.batteries * rows)
+    # after a rejected step the retry from the same point is centred harder
+    sigma_min = jnp.where(state.rejections > 0, RECOVERY_SIGMA, SIGMA_MIN)
+    zero_d = jax.tree.map(jnp.zeros_like, r_d)
+    zero_p = jnp.zeros_like(r_p)
+
+    def fleet_steps(ds_, dz_):
+        return agg.StepMessage(jax.vmap(max_step)(s, ds_), jax.vmap(max_step)(z, dz_), comp, jnp.full(N, rows))
+
+    def own_len(ds_, dz_):
+        """Each battery's own fraction-to-boundary step (N,): used only to set its centring (the fleet's
+        step, :func:`aggregator.common_step`, is the same rule with a min over the batteries)."""
+        st_ = fleet_steps(ds_, dz_)
+        return jnp.minimum(1.0, 0.99 * jnp.minimum(st_.max_primal, st_.max_dual))
+
+    def step_len(ds_, dz_):
+        return jnp.minimum(*agg.common_step(fleet_steps(ds_, dz_)))
+
+    # One loop over the coupled solves of an iteration, so that the solve is compiled once:
+    # k = 0 predictor (affine), k = 1 Mehrotra corrector, k >= 2 Gondzio's centrality correctors.
+    # Each is a full coupled solve with the same factorisations: local step, aggregator, recovery.
+    def solve_k(k, carry):
+        dirn, aff, target_c = carry
+        dx, ds, dz, dlam = dirn
+        ds_a, dz_a = aff
+
+        # Mehrotra's centring target, per battery: batteries' scaled units differ, and one fleet-wide
+        # mu over-centres some and under-centres others (a weighted central path). The affine step
+        # that sets a battery's sigma is its OWN: with the fleet-wide step (the shortest over all
+        # batteries) every battery was centred as hard as the one that blocked (51 instead of 43
+        # iterations at N = 1000); sigma >= SIGMA_MIN keeps batteries whose affine step is full
+        # from running off the central path in the end game.
+        def mehrotra_target(_):
+            a_aff = own_len(ds_a, dz_a)[:, None]
+            trial = jnp.sum((s + a_aff * ds_a) * (z + a_aff * dz_a), axis=1)
+            return (jnp.clip((trial / comp) ** 3, sigma_min, 1.0) * comp / rows)[:, None]
+
+        # (lax.cond: each solve computes only its own kind's bookkeeping, which at N = 1000 was a third
+        # of a solve's time when all three were formed and selected with where)
+        target_c = lax.cond(k == 1, mehrotra_target, lambda _: target_c, None)
+
+        def gondzio_rc(_):
+            a_cur = step_len(ds, dz)
+            a_try = jnp.minimum(1.0, 1.5 * a_cur + 0.1)
+            v = (s + a_try * ds) * (z + a_try * dz)
+            lo, hi = 0.1 * target_c, 10.0 * target_c
+            t_v = jnp.clip(v, lo, hi) - v
+            t_v = jnp.where(t_v > hi, hi, t_v)  # cap large corrections (Gondzio's safeguard)
+            return -t_v, a_cur
+
+        def newton_rc(_):
+            return jnp.where(k == 0, s * z, s * z + ds_a * dz_a - target_c), jnp.asarray(0.0, s.dtype)
+
+        r_c, a_cur = lax.cond(k >= 2, gondzio_rc, newton_rc, None)
+        use_res = k <= 1
+        rd_k = jax.tree.map(lambda a, b: jnp.where(use_res, a, b), r_d, zero_d)
+        rp_k = jnp.where(use_res, r_p, zero_p)
+        # correctors (k >= 2) carry no residuals: the coupling mismatch is priced once, by k <= 1
+        new = _direction(
+            pb,
+            fac,
+            Y,
+            M,
+            cfac,
+            local,
+            rd_k,
+            rp_k,
+            r_c,
+            jnp.where(use_res, p_now, 0.0),
+            jnp.where(use_res, pb.target, 0.0),
+        )
+
+        # combine: k <= 1 replaces the direction; k >= 2 adds the correction if it lengthens the step
+        def add_if_longer(_):
+            cx, cs, cz, cl = new
+            summed = (primal_map(jnp.add, dx, cx), ds + cs, dz + cz, dlam + cl)
+            better = step_len(summed[1], summed[2]) >= 1.01 * a_cur
+            return jax.tree.map(lambda n, o: jnp.where(better, n, o), summed, dirn)
+
+        new_dir = lax.cond(k <= 1, lambda _: new, add_if_longer, None)
+        new_aff = lax.cond(k == 0, lambda _: (new[1], new[2]), lambda _: (ds_a, dz_a), None)
+        return new_dir, new_aff, target_c
+
+    zdir = (jax.tree.map(jnp.zeros_like, local.x), jnp.zeros_like(s), jnp.zeros_like(z), jnp.zeros_like(lam))
+    init = (zdir, (jnp.zeros_like(s), jnp.zeros_like(z)), jnp.zeros((N, 1), s.dtype))
+    (dx, ds, dz, dlam), _, _ = lax.fori_loop(0, 2 + GONDZIO_CORRECTORS, solve_k, init)
+    steps = fleet_steps(ds, dz)
+    # one step length for primal and dual: with Q != 0 separate ones stalled the dual residual
+    alpha = jnp.minimum(*agg.common_step(steps))
+    new_local = LocalState(
+        x=primal_map(lambda a, b: a + alpha * b, local.x, dx),
+        s=jnp.maximum(s + alpha * ds, 1e-300),
+        z=jnp.maximum(z + alpha * dz, 1e-300),
+    )
+    new_lam = lam + alpha * dlam
+    pres, dres, gap, cres, obj = _measures(pb, new_local, new_lam)
+    finite = jnp.isfinite(pres + dres + gap + cres) & jnp.all(jnp.isfinite(new_lam))
+    m_new = jnp.where(finite, _merit(pb, pres, dres, gap, cres), jnp.inf)
+    conv = m_new <= 1.0
+    # End-game guard: near mu -> 0 the factorisations lose the accuracy the coupled solve needs, and a
+    # step can throw a converging iterate away (the dual residual jumping from 1e-13 to 1e-4). A step
+    # that worsens an iterate already below RECOVERY_LEVEL a hundredfold is rejected: the iterate stays
+    # and the next iteration retries from it with a strongly centred direction (sigma >= RECOVERY_SIGMA).
+    # A step that is not finite (the factorisation overflowed: a retry from the same point would repeat
+    # it), MAX_REJECTIONS in a row, or STALL_ITERATIONS without improvement once at the acceptable
+    # level end the loop at the best iterate, which counts as converged if it meets ACCEPTABLE_TOL (as
+    # IPOPT's "solved to acceptable level").
+    reject = (~finite) | ((m_new > 1e2 * state.best_merit) & (state.best_merit * pb.tol <= RECOVERY_LEVEL))
+    rejections = jnp.where(reject, state.rejections + 1, 0)
+    better = (m_new < state.best_merit) & ~reject
+    since_best = jnp.where(better, 0, state.since_best + 1)
+    at_acceptable = state.best_merit * pb.tol <= ACCEPTABLE_TOL
+    breakdown = (~finite) | (rejections >= MAX_REJECTIONS) | (at_acceptable & (since_best >= STALL_ITERATIONS))
+    diverged = jnp.max(jnp.abs(new_lam)) / pb.dt_hours > 1e9
+    status = jnp.where(breakdown, Status.NUMERICAL_ERROR.code, jnp.where(diverged, Status.INFEASIBLE_TARGET.code, 0))
+    it = state.iteration
+    row = History(
+        primal_residual=pres,
+        dual_residual=dres,
+        coupling_residual_mw=cres,
+        mu=mu,
+        step=alpha,
+        objective_eur=obj,
+        gap=gap,
+    )
+    hist = jax.tree.map(lambda h, v: h.at[it].set(v), state.history, row)
+    if pb.log_id is not None:
+        # JAX supports ordered effects on one device only; in the sharded run (weights) the unordered
+        # callback runs once per iteration, on the mesh's first device
+        emit_iteration(pb.log_id, it + 1, row, ordered=pb.weight is None)
+    keep = lambda new, old: jnp.where(reject, old, new)  # noqa: E731
+    take = lambda new, old: jnp.where(better, new, old)  # noqa: E731
+    measures = Measures(primal_residual=pres, dual_residual=dres, coupling_residual_mw=cres, gap=gap)
+    return ALADINState(
+        local=jax.tree.map(keep, new_local, local),
+        lam=keep(new_lam, lam),
+        iteration=it + 1,
+        status=status,
+        converged=conv,
+        primal_residual=pres,
+        dual_residual=dres,
+        coupling_residual_mw=cres,
+        gap=gap,
+        history=hist,
+        best_local=jax.tree.map(take, new_local, state.best_local),
+        best_lam=take(new_lam, state.best_lam),
+        best_merit=jnp.minimum(m_new, state.best_merit),
+        best_measures=jax.tree.map(take, measures, state.best_measures),
+        since_best=since_best,
+        rejections=rejections,
+    )
+
+
+def aladin_running(pb: ALADINProblem, state: ALADINState) -> Array:
+    """Whether :func:`aladin_run` takes another iteration: not converged, below the limit, no stop reason."""
+    return (~state.converged) & (state.iteration < pb.max_iter) & (state.status == 0)
+
+
+def aladin_finish(pb: ALADINProblem, final: ALADINState) -> ALADINState:
+    """The state to report at the end of a run: the best iterate (the last one unless the end-game guard
+    stopped the loop or the limit hit; a diverging multiplier is reported as it stands) and its measures,
+    with the final :attr:`Status.code` (an end-game breakdown at the acceptable level counts as converged)."""
+    acceptable = final.best_merit * pb.tol <= ACCEPTABLE_TOL
+    status = jnp.where(
+        final.converged,
+        Status.CONVERGED.code,
+        jnp.where(
+            final.status == Status.NUMERICAL_ERROR.code,
+            jnp.where(acceptable, Status.CONVERGED.code, Status.NUMERICAL_ERROR.code),
+            jnp.where(final.status == 0, Status.MAX_ITER.code, final.status),
+        ),
+    )
+    use_best = final.status != Status.INFEASIBLE_TARGET.code
+    pick = lambda b, f: jnp.where(use_best, b, f)  # noqa: E731
+    best = final.best_measures
+    return final._replace(
+        local=jax.tree.map(pick, final.best_local, final.local),
+        lam=pick(final.best_lam, final.lam),
+        status=status,
+        converged=status == Status.CONVERGED.code,
+        primal_residual=pick(best.primal_residual, final.primal_residual),
+        dual_residual=pick(best.dual_residual, final.dual_residual),
+        coupling_residual_mw=pick(best.coupling_residual_mw, final.coupling_residual_mw),
+        gap=pick(best.gap, final.gap),
+    )
+
+
+def aladin_run(pb: ALADINProblem, start: ALADINState) -> ALADINState:
+    """:func:`aladin_step` from ``start`` while :func:`aladin_running` (a ``lax.while_loop``), then
+    :func:`aladin_finish`."""
+    final = lax.while_loop(functools.partial(aladin_running, pb), functools.partial(aladin_step, pb), start)
+    return aladin_finish(pb, final)
+
+
+@functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
 def aladin_ipm(
     fleet: Fleet,
     market: Market,
@@ -177,321 +694,102 @@ def aladin_ipm(
     settings: Settings,
     tol: float = 1e-8,
     max_iter: int = 100,
-    verbose: bool = False,
-    warm_start: tuple[LocalState, Array] | None = None,
+    warm_start: ALADINWarmStart | None = None,
     weight: Array | None = None,
+    log_id: Array | None = None,
 ) -> ALADINState:
-    """Interior-point ALADIN: the jitted loop (see the module docstring). Returns the final state.
+    """Interior-point ALADIN, jitted: :func:`aladin_problem`, :func:`aladin_start` and :func:`aladin_run`.
 
-    ``weight`` (N,): 1 for a battery, 0 for a padding replica of one (a fleet padded to a multiple of the
-    device count, :mod:`jaxvpp.coordination.distributed`); it multiplies every contribution to a sum over batteries, so a
-    replica, which follows its original's trajectory exactly, changes no sum, min or max. None: all 1.
-    With weights (the sharded run) the live log is an unordered callback: JAX supports ordered effects on
-    one device only; the unordered one runs once per iteration, on the mesh's first device.
+    Coordinates ``fleet`` to ``target_mw`` (T,) MW to the relative tolerance ``tol`` in at most ``max_iter``
+    iterations, from a cold start or ``warm_start``. ``weight``: the padding weights of a sharded run
+    (:func:`aladin_problem`). ``log_id``: the call id of a :func:`live_log` (None: no log); it is traced, so a
+    new sink does not recompile. Returns the finished state (:func:`aladin_finish`).
     """
-    # A stays the market's one (K, T) matrix: its products with the fleet's vectors are single matrix products
-    qp, sc = jax.vmap(lambda b: build_qp(b, market, settings), out_axes=(FLEET_QP_AXES, 0))(fleet)
-    qv = lambda f, *axes: jax.vmap(f, in_axes=(FLEET_QP_AXES, *axes))  # noqa: E731  (vmap over qp and more)
-    N = fleet.size
-    n_real = N if weight is None else jnp.sum(weight)
-    T = market.horizon
-    if warm_start is None:
-        x0, s0, z0 = qv(initial_point)(qp)
-        lam0 = jnp.zeros(T)
+    pb = aladin_problem(fleet, market, target_mw, settings, tol=tol, max_iter=max_iter, weight=weight, log_id=log_id)
+    return aladin_run(pb, aladin_start(pb, warm_start))
+
+
+# --------------------------------------------------------------------------------------------------
+# The live log: one line per iteration, from inside the jitted loops, to a sink chosen per call
+# --------------------------------------------------------------------------------------------------
+
+
+class LiveLog:
+    """One run's live log: the sink its lines go to, the clock they are timed from (``time.perf_counter``
+    seconds) and the elapsed time of every logged iteration. Made and registered by :func:`live_log`."""
+
+    def __init__(self, sink: Callable[[str], None] | None, t0: float, call_id: int | None):
+        self.sink = sink
+        self.t0 = t0
+        self.call_id = call_id  #: the traced ``log_id`` of the solvers; None: nothing is logged
+        self.elapsed_s: list[float] = []  #: seconds from ``t0`` to each logged iteration
+
+    def record(self, it: int, row: History) -> None:
+        """Log iteration ``it`` with its measures ``row`` (one value per :class:`History` field)."""
+        elapsed = time.perf_counter() - self.t0
+        self.elapsed_s.append(elapsed)
+        if self.sink is not None:
+            self.sink(format_iteration(it, row, elapsed))
+
+    def elapsed(self, iterations: int) -> np.ndarray:
+        """The elapsed times (s) of the first ``iterations`` iterations, NaN where they were not logged."""
+        t = np.asarray(self.elapsed_s, dtype=float)
+        return t[:iterations] if t.size >= iterations else np.full(iterations, np.nan)
+
+
+_LIVE_LOGS: dict[int, LiveLog] = {}  #: the runs in progress that log, by call id
+_LIVE_LOGS_LOCK = threading.Lock()
+_CALL_IDS = itertools.count(1)
+
+
+@contextlib.contextmanager
+def live_log(sink: Callable[[str], None] | None, t0: float | None = None) -> Iterator[LiveLog]:
+    """Register ``sink`` for the duration of one run and yield its :class:`LiveLog`.
+
+    Pass ``log.call_id`` as ``log_id`` to :func:`aladin_ipm` or :func:`~jaxvpp.coordination.admm.admm`; each
+    iteration then sends one line to ``sink`` (and records its time from ``t0``, default now). With
+    ``sink=None`` nothing is registered and ``call_id`` is None (no log, and the program without callbacks).
+    The registration ends with the block, also when it raises.
+    """
+    start = time.perf_counter() if t0 is None else t0
+    if sink is None:
+        yield LiveLog(None, start, None)
+        return
+    with _LIVE_LOGS_LOCK:
+        call_id = next(_CALL_IDS)
+        log = LiveLog(sink, start, call_id)
+        _LIVE_LOGS[call_id] = log
+    try:
+        yield log
+    finally:
+        try:
+            jax.effects_barrier()  # the run's last callbacks reach the sink before its registration ends
+        finally:
+            with _LIVE_LOGS_LOCK:
+                del _LIVE_LOGS[call_id]
+
+
+def format_iteration(it: int, row: History, elapsed_s: float) -> str:
+    """One line of the live log: iteration ``it``, its measures and the time since the run began (s)."""
+    if np.isnan(float(row.mu)):  # ADMM: no barrier parameter; its penalty rho travels in the step slot
+        tail = f"rho {float(row.step):.2e}"
     else:
-        (x0, s0, z0), lam0 = warm_start
-        s0, z0 = jnp.maximum(s0, 1e-4), jnp.maximum(z0, 1e-4)
-    target = jnp.asarray(target_mw)
-    scale_target = 1.0 + jnp.max(jnp.abs(target))
-    v_measures = qv(_local_measures, 0, 0, None)
-
-    def measures(local: LocalState, lam):
-        """Largest relative primal and dual residuals over the batteries, the fleet's relative duality gap
-        (EUR, against the fleet objective: a battery with an objective near zero need not resolve its own
-        relative gap to 1e-8), the coupling residual (MW) and the fleet objective (EUR)."""
-        pres, dres, _ = v_measures(qp, sc, local, lam)
-        r = agg.coupling_residual(_weighted(weight, jax.vmap(coupling_map)(sc, local.x)), target)
-        cres = jnp.max(jnp.abs(r))
-        gap_eur = jnp.sum(_weighted(weight, sc.money * jnp.sum(local.s * local.z, axis=1)))
-        obj = fleet_objective(local)
-        return jnp.max(pres), jnp.max(dres), gap_eur / (1.0 + jnp.abs(obj)), cres, obj
-
-    def merit(pres, dres, gap, cres):
-        """The largest measure relative to its tolerance (<= 1: converged)."""
-        return jnp.maximum(jnp.maximum(pres, dres), jnp.maximum(gap, cres / scale_target)) / tol
-
-    def fleet_objective(local: LocalState):
-        return jnp.sum(_weighted(weight, sc.money * qv(objective, 0)(qp, local.x)))
-
-    v_map = lambda sc_, x_: _weighted(weight, jax.vmap(coupling_map)(sc_, x_))  # noqa: E731  (only ever summed)
-    v_dual = qv(coupling_dual, 0, None)
-    v_once = qv(newton_once, 0, 0, 0, 0, 0, 0)
-    v_response = qv(coupling_response, 0, 0, 0, 0, 0, None)
-
-    def direction(fac, Y, M, cfac, local, r_d, r_p, r_c, net, tgt):
-        """Newton direction of the coupled system, refined as a whole.
-
-        Solves, for every battery, ``Q dx + G'dz + S~' dlam = -r_d``, ``G dx + ds = -r_p``,
-        ``Z ds + S dz = -r_c``, and for the fleet ``sum_i (net_i + S_i dx_i) = tgt``. The approximate
-        solve (local step with the battery's factor, aggregator solve, local recovery with the SAME
-        factor) is consistent with the curvatures ``M_i`` the batteries sent, so the recovered steps meet
-        the linearised coupling exactly; iterative refinement against the residuals of the whole coupled
-        system then removes the factorisation error, until the residual is below ``REFINE_RTOL`` times
-        the right-hand side (at most ``COUPLED_REFINE`` rounds: at N = 1000 only the last few
-        iterations needed any, so the refinement costs little where it is not needed). (Recovering with a refined local solve instead was
-        inconsistent with ``M_i``: where ``sum_i M_i`` is nearly singular the mismatch was amplified to
-        tens of MW in the end game.)
-        """
-        s, z = local.s, local.z
-
-        def approx(rd, rp, rc, n):
-            x0, s0, z0 = v_once(qp, fac, s, z, rd, rp, rc)
-            msgs = agg.AgentMessage(curvature=M, gradient=v_map(sc, x0), net_mw=n)
-            dl, _ = agg.solve_coupling(cfac, msgs, tgt)
-            hx, hs, hz = v_response(qp, fac, Y, sc, s, z, dl)
-            return primal_map(jnp.add, x0, hx), s0 + hs, z0 + hz, dl
-
-        def residual(d):
-            dx, ds, dz, dl = d
-            e_d = primal_map(
-                lambda a, b, c, e: a + b + c + e,
-                r_d,
-                qv(apply_Q, 0)(qp, dx),
-                qv(apply_GT, 0)(qp, dz),
-                v_dual(qp, sc, dl),
-            )
-            e_p = r_p + qv(apply_G, 0)(qp, dx) + ds
-            e_c = r_c + z * ds + s * dz
-            return e_d, e_p, e_c, net + v_map(sc, dx)
-
-        def size(e_d, e_p, e_c, e_n):
-            return jnp.maximum(
-                jnp.maximum(max_abs(e_d), max_abs(e_p)),
-                jnp.maximum(max_abs(e_c), jnp.max(jnp.abs(jnp.sum(e_n, axis=0) - tgt)) / scale_target),
-            )
-
-        rhs = (r_d, r_p, r_c, net)
-        goal = REFINE_RTOL * size(*rhs)
-
-        def more(carry):
-            k, _, e = carry
-            return (k == 0) | ((k <= COUPLED_REFINE) & (size(*e) > goal))
-
-        def refine(carry):
-            # round 0 is the plain solve (from d = 0 the residual is the right-hand side); one traced copy
-            # of the solve serves all rounds, which keeps the compiled program small
-            k, d, e = carry
-            c = approx(*e)
-            d = (primal_map(jnp.add, d[0], c[0]), d[1] + c[1], d[2] + c[2], d[3] + c[3])
-            return k + 1, d, residual(d)
-
-        d_zero = (jax.tree.map(jnp.zeros_like, r_d), jnp.zeros_like(r_p), jnp.zeros_like(r_c), jnp.zeros_like(tgt))
-        return lax.while_loop(more, refine, (jnp.asarray(0), d_zero, rhs))[1]
-
-    def body(state: ALADINState) -> ALADINState:
-        local, lam = state.local, state.lam
-        s, z = local.s, local.z
-        r_d, r_p = qv(kkt_residuals, 0, 0, 0)(qp, local.x, s, z)
-        r_d = primal_map(jnp.add, r_d, v_dual(qp, sc, lam))
-        fac = qv(lambda q, w: factor(q, w, FACTOR_REGULARISATION), 0)(qp, z / s)
-        Y = jax.vmap(coupling_panel)(fac)
-        M = _weighted(weight, jax.vmap(coupling_curvature)(Y, sc))
-        p_now = v_map(sc, local.x)
-        cfac = agg.factor_coupling(agg.AgentMessage(curvature=M, gradient=jnp.zeros_like(p_now), net_mw=p_now))
-        comp = jnp.sum(s * z, axis=1)
-        rows = s.shape[1]
-        mu = jnp.sum(_weighted(weight, comp)) / (n_real * rows)
-        # after a rejected step the retry from the same point is centred harder
-        sigma_min = jnp.where(state.rejections > 0, RECOVERY_SIGMA, SIGMA_MIN)
-        zero_d = jax.tree.map(jnp.zeros_like, r_d)
-        zero_p = jnp.zeros_like(r_p)
-
-        def fleet_steps(ds_, dz_):
-            return agg.StepMessage(jax.vmap(max_step)(s, ds_), jax.vmap(max_step)(z, dz_), comp, jnp.full(N, rows))
-
-        def own_len(ds_, dz_):
-            """Each battery's own fraction-to-boundary step (N,): used only to set its centring (the fleet's
-            step, :func:`aggregator.common_step`, is the same rule with a min over the batteries)."""
-            st_ = fleet_steps(ds_, dz_)
-            return jnp.minimum(1.0, 0.99 * jnp.minimum(st_.max_primal, st_.max_dual))
-
-        def step_len(ds_, dz_):
-            return jnp.minimum(*agg.common_step(fleet_steps(ds_, dz_)))
-
-        # One loop over the coupled solves of an iteration, so that the solve is compiled once:
-        # k = 0 predictor (affine), k = 1 Mehrotra corrector, k >= 2 Gondzio's centrality correctors.
-        # Each is a full coupled solve with the same factorisations: local step, aggregator, recovery.
-        def solve_k(k, carry):
-            dirn, aff, target_c = carry
-            dx, ds, dz, dlam = dirn
-            ds_a, dz_a = aff
-
-            # Mehrotra's centring target, per battery: batteries' scaled units differ, and one fleet-wide
-            # mu over-centres some and under-centres others (a weighted central path). The affine step
-            # that sets a battery's sigma is its OWN: with the fleet-wide step (the shortest over all
-            # batteries) every battery was centred as hard as the one that blocked (51 instead of 43
-            # iterations at N = 1000); sigma >= SIGMA_MIN keeps batteries whose affine step is full
-            # from running off the central path in the end game.
-            def mehrotra_target(_):
-                a_aff = own_len(ds_a, dz_a)[:, None]
-                trial = jnp.sum((s + a_aff * ds_a) * (z + a_aff * dz_a), axis=1)
-                return (jnp.clip((trial / comp) ** 3, sigma_min, 1.0) * comp / rows)[:, None]
-
-            # (lax.cond: each solve computes only its own kind's bookkeeping, which at N = 1000 was a third
-            # of a solve's time when all three were formed and selected with where)
-            target_c = lax.cond(k == 1, mehrotra_target, lambda _: target_c, None)
-
-            def gondzio_rc(_):
-                a_cur = step_len(ds, dz)
-                a_try = jnp.minimum(1.0, 1.5 * a_cur + 0.1)
-                v = (s + a_try * ds) * (z + a_try * dz)
-                lo, hi = 0.1 * target_c, 10.0 * target_c
-                t_v = jnp.clip(v, lo, hi) - v
-                t_v = jnp.where(t_v > hi, hi, t_v)  # cap large corrections (Gondzio's safeguard)
-                return -t_v, a_cur
-
-            def newton_rc(_):
-                return jnp.where(k == 0, s * z, s * z + ds_a * dz_a - target_c), jnp.asarray(0.0, s.dtype)
-
-            r_c, a_cur = lax.cond(k >= 2, gondzio_rc, newton_rc, None)
-            use_res = k <= 1
-            rd_k = jax.tree.map(lambda a, b: jnp.where(use_res, a, b), r_d, zero_d)
-            rp_k = jnp.where(use_res, r_p, zero_p)
-            # correctors (k >= 2) carry no residuals: the coupling mismatch is priced once, by k <= 1
-            new = direction(
-                fac, Y, M, cfac, local, rd_k, rp_k, r_c, jnp.where(use_res, p_now, 0.0), jnp.where(use_res, target, 0.0)
-            )
-
-            # combine: k <= 1 replaces the direction; k >= 2 adds the correction if it lengthens the step
-            def add_if_longer(_):
-                cx, cs, cz, cl = new
-                summed = (primal_map(jnp.add, dx, cx), ds + cs, dz + cz, dlam + cl)
-                better = step_len(summed[1], summed[2]) >= 1.01 * a_cur
-                return jax.tree.map(lambda n, o: jnp.where(better, n, o), summed, dirn)
-
-            new_dir = lax.cond(k <= 1, lambda _: new, add_if_longer, None)
-            new_aff = lax.cond(k == 0, lambda _: (new[1], new[2]), lambda _: (ds_a, dz_a), None)
-            return new_dir, new_aff, target_c
-
-        zdir = (jax.tree.map(jnp.zeros_like, local.x), jnp.zeros_like(s), jnp.zeros_like(z), jnp.zeros_like(lam))
-        init = (zdir, (jnp.zeros_like(s), jnp.zeros_like(z)), jnp.zeros((N, 1), s.dtype))
-        (dx, ds, dz, dlam), _, _ = lax.fori_loop(0, 2 + GONDZIO_CORRECTORS, solve_k, init)
-        steps = fleet_steps(ds, dz)
-        # one step length for primal and dual: with Q != 0 separate ones stalled the dual residual
-        alpha = jnp.minimum(*agg.common_step(steps))
-        new_local = LocalState(
-            x=primal_map(lambda a, b: a + alpha * b, local.x, dx),
-            s=jnp.maximum(s + alpha * ds, 1e-300),
-            z=jnp.maximum(z + alpha * dz, 1e-300),
-        )
-        new_lam = lam + alpha * dlam
-        pres, dres, gap, cres, obj = measures(new_local, new_lam)
-        finite = jnp.isfinite(pres + dres + gap + cres) & jnp.all(jnp.isfinite(new_lam))
-        m_new = jnp.where(finite, merit(pres, dres, gap, cres), jnp.inf)
-        conv = m_new <= 1.0
-        # End-game guard: near mu -> 0 the factorisations lose the accuracy the coupled solve needs, and a
-        # step can throw a converging iterate away (the dual residual jumping from 1e-13 to 1e-4). A step
-        # that worsens an iterate already below RECOVERY_LEVEL a hundredfold is rejected: the iterate stays
-        # and the next iteration retries from it with a strongly centred direction (sigma >= RECOVERY_SIGMA).
-        # A step that is not finite (the factorisation overflowed: a retry from the same point would repeat
-        # it), MAX_REJECTIONS in a row, or STALL_ITERATIONS without improvement once at the acceptable
-        # level end the loop at the best iterate, which counts as converged if it meets ACCEPTABLE_TOL (as
-        # IPOPT's "solved to acceptable level").
-        reject = (~finite) | ((m_new > 1e2 * state.best_merit) & (state.best_merit * tol <= RECOVERY_LEVEL))
-        rejections = jnp.where(reject, state.rejections + 1, 0)
-        better = (m_new < state.best_merit) & ~reject
-        since_best = jnp.where(better, 0, state.since_best + 1)
-        at_acceptable = state.best_merit * tol <= ACCEPTABLE_TOL
-        breakdown = (~finite) | (rejections >= MAX_REJECTIONS) | (at_acceptable & (since_best >= STALL_ITERATIONS))
-        diverged = jnp.max(jnp.abs(new_lam)) / settings.dt_hours > 1e9
-        status = jnp.where(breakdown, 3, jnp.where(diverged, 2, 0))
-        it = state.iteration
-        hist = History(*(h.at[it].set(v) for h, v in zip(state.history, (pres, dres, cres, mu, alpha, obj, gap))))
-        if verbose:
-            jax.debug.callback(log_iteration, it + 1, pres, dres, cres, mu, alpha, obj, gap, ordered=weight is None)
-        keep = lambda new, old: jnp.where(reject, old, new)  # noqa: E731
-        take = lambda new, old: jnp.where(better, new, old)  # noqa: E731
-        return ALADINState(
-            local=jax.tree.map(keep, new_local, local),
-            lam=keep(new_lam, lam),
-            iteration=it + 1,
-            status=status,
-            converged=conv,
-            primal_residual=pres,
-            dual_residual=dres,
-            coupling_residual_mw=cres,
-            gap=gap,
-            history=hist,
-            best_local=jax.tree.map(take, new_local, state.best_local),
-            best_lam=take(new_lam, state.best_lam),
-            best_merit=jnp.minimum(m_new, state.best_merit),
-            best_measures=jax.tree.map(take, (pres, dres, cres, gap), state.best_measures),
-            since_best=since_best,
-            rejections=rejections,
-        )
-
-    def cond(state: ALADINState) -> Array:
-        return (~state.converged) & (state.iteration < max_iter) & (state.status == 0)
-
-    local0 = LocalState(x0, s0, z0)
-    pres, dres, gap, cres, _ = measures(local0, lam0)
-    nan = jnp.full(max_iter, jnp.nan)
-    m0 = merit(pres, dres, gap, cres)
-    state0 = ALADINState(
-        local0,
-        lam0,
-        jnp.asarray(0),
-        jnp.asarray(0),
-        jnp.asarray(False),
-        pres,
-        dres,
-        cres,
-        gap,
-        History(nan, nan, nan, nan, nan, nan, nan),
-        local0,
-        lam0,
-        jnp.where(jnp.isfinite(m0), m0, jnp.inf),
-        (pres, dres, cres, gap),
-        jnp.asarray(0),
-        jnp.asarray(0),
-    )
-    final = lax.while_loop(cond, body, state0)
-    # Report the best iterate (the last one unless the end-game guard stopped the loop or the limit hit).
-    acceptable = final.best_merit * tol <= ACCEPTABLE_TOL
-    status = jnp.where(
-        final.converged,
-        0,
-        jnp.where(final.status == 3, jnp.where(acceptable, 0, 3), jnp.where(final.status == 0, 1, final.status)),
-    )
-    use_best = final.status != 2  # a diverging multiplier (infeasible target) is reported as it stands
-    pick = lambda b, f: jnp.where(use_best, b, f)  # noqa: E731
-    pres, dres, cres, gap = final.best_measures
-    return final._replace(
-        local=jax.tree.map(pick, final.best_local, final.local),
-        lam=pick(final.best_lam, final.lam),
-        status=status,
-        converged=status == 0,
-        primal_residual=pick(pres, final.primal_residual),
-        dual_residual=pick(dres, final.dual_residual),
-        coupling_residual_mw=pick(cres, final.coupling_residual_mw),
-        gap=pick(gap, final.gap),
+        tail = f"gap {float(row.gap):.2e}  mu {float(row.mu):.2e}  step {float(row.step):.3f}"
+    return (
+        f"  it {int(it):3d}  primal {float(row.primal_residual):.2e}  dual {float(row.dual_residual):.2e}  "
+        f"coupling {float(row.coupling_residual_mw):.2e} MW  {tail}  objective {float(row.objective_eur):.4f} EUR  "
+        f"{elapsed_s:.2f} s"
     )
 
 
-LIVE_LOG: dict[str, object] = {"t0": None, "sink": None}
+def _record_iteration(call_id, it, row: History) -> None:
+    """Host side of :func:`emit_iteration`: the line goes to the run registered under ``call_id``."""
+    log = _LIVE_LOGS.get(int(call_id))
+    if log is not None:  # a run that has ended (or an id nobody registered) logs nothing
+        log.record(int(it), row)
 
 
-def log_iteration(it, pres, dres, cres, mu, alpha, obj, gap=float("nan")):
-    t0 = LIVE_LOG["t0"] or time.perf_counter()
-    sink = LIVE_LOG["sink"]
-    if np.isnan(float(mu)):  # ADMM: no barrier parameter; its penalty rho travels in the step slot
-        tail = f"rho {float(alpha):.2e}"
-    else:
-        tail = f"gap {float(gap):.2e}  mu {float(mu):.2e}  step {float(alpha):.3f}"
-    line = (
-        f"  it {int(it):3d}  primal {float(pres):.2e}  dual {float(dres):.2e}  coupling {float(cres):.2e} MW  "
-        f"{tail}  objective {float(obj):.4f} EUR  {time.perf_counter() - t0:.2f} s"
-    )
-    if callable(sink):
-        sink(line)
-    LIVE_LOG.setdefault("times", []).append(time.perf_counter() - t0)  # type: ignore[union-attr]
+def emit_iteration(log_id: Array, it: Array, row: History, *, ordered: bool) -> None:
+    """From inside a jitted loop: log iteration ``it`` with ``row`` to the :func:`live_log` ``log_id``
+    (a debug callback; ``ordered`` keeps the lines in order, on one device only)."""
+    jax.debug.callback(_record_iteration, log_id, it, row, ordered=ordered)

@@ -28,7 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxvpp.coordination.aladin import ALADINState, LocalState, aladin_ipm
+from jaxvpp.coordination.aladin import ALADINState, ALADINWarmStart, LocalState, aladin_ipm
 
 AXIS = "batteries"  #: the mesh axis the fleet is split along
 CPU_HINT = (
@@ -146,13 +146,15 @@ def aladin_sharded(
     *,
     tol: float,
     max_iter: int,
-    verbose: bool = False,
-    warm_start=None,
-):
+    warm_start: ALADINWarmStart | None = None,
+    log_id=None,
+) -> ALADINState:
     """:func:`jaxvpp.coordination.aladin.aladin_ipm` with the fleet split over ``devices`` devices.
 
     Pads the fleet (and a warm start) to a multiple of ``devices``, places it on the mesh, runs the jitted
-    loop and returns its final state on the host (numpy leaves) with the padding stripped.
+    loop and returns its final state on the host (numpy leaves) with the padding stripped. ``log_id``: the
+    call id of a :func:`~jaxvpp.coordination.aladin.live_log` (each process passes its own; the lines are
+    written by the process that holds the mesh's first device).
     """
     mesh = fleet_mesh(devices)
     n = fleet.size
@@ -166,8 +168,12 @@ def aladin_sharded(
     )
     if warm_start is not None:
         local, lam = warm_start
-        args["warm_start"] = (place(pad_batteries(LocalState(*local), extra), mesh, True), place(lam, mesh, False))
-    st = aladin_ipm(settings=settings, tol=tol, max_iter=max_iter, verbose=verbose, **args)
+        args["warm_start"] = ALADINWarmStart(
+            local=place(pad_batteries(LocalState(*local), extra), mesh, True), lam=place(lam, mesh, False)
+        )
+    if log_id is not None:
+        args["log_id"] = place(np.asarray(log_id), mesh, False)
+    st = aladin_ipm(settings=settings, tol=tol, max_iter=max_iter, **args)
     st = to_host(st)
     cut = lambda t: jax.tree.map(lambda a: a[:n], t)  # noqa: E731
     return ALADINState(**{**st._asdict(), "local": cut(st.local), "best_local": cut(st.best_local)})

@@ -1,4 +1,4 @@
-"""Sensitivities of the coordinated optimum by implicit differentiation (issue 6).
+"""Sensitivities of the coordinated optimum by implicit differentiation.
 
 The coordinated problem (see :mod:`jaxvpp.coordination`)
 
@@ -56,7 +56,7 @@ from jaxvpp.battery.qp import (
     rhs_h,
 )
 from jaxvpp.battery.solution import fleet_metrics, solve_batteries
-from jaxvpp.coordination.aladin import STATUSES, aladin_ipm
+from jaxvpp.coordination.aladin import Status, aladin_ipm
 from jaxvpp.problem import FLEET_COLUMNS, Fleet, Market, Settings
 
 #: Relative eigenvalue below which ``J = sum_i dp_i/dlambda`` counts as singular (pseudo-inverse there).
@@ -201,7 +201,9 @@ def outputs(fleet: Fleet, market: Market, settings: Settings, target: Array | No
 
 
 class SolveInfo(NamedTuple):
-    status: str
+    """How the solve behind a sensitivity ended."""
+
+    status: Status
     converged: bool
     iterations: int
 
@@ -224,12 +226,16 @@ def solve(
         conv = bool(np.all(np.asarray(sol.converged)))
         return (
             Optimum(x, s, z, jnp.zeros(market.horizon)),
-            SolveInfo("converged" if conv else "max_iter", conv, int(np.max(np.asarray(sol.iterations)))),
+            SolveInfo(
+                status=Status.CONVERGED if conv else Status.MAX_ITER,
+                converged=conv,
+                iterations=int(np.max(np.asarray(sol.iterations))),
+            ),
         )
     st = aladin_ipm(fleet, market, jnp.asarray(target, dtype=jnp.float64), settings, tol=tol, max_iter=max_iter)
-    status = STATUSES[int(st.status)]
+    status = Status.from_code(st.status)
     return Optimum(st.local.x, st.local.s, st.local.z, st.lam), SolveInfo(
-        status, status == "converged", int(st.iteration)
+        status=status, converged=status == Status.CONVERGED, iterations=int(st.iteration)
     )
 
 
@@ -259,7 +265,7 @@ class Sensitivities:
     d_objective_d_alpha: float
     d_objective_d_dt_hours: float
     d_objective_d_target: np.ndarray | None  #: (T,) EUR/MW; None without a target
-    status: str
+    status: Status  #: how the solve ended (a ``str``: ``"converged"``, ...)
     converged: bool
     iterations: int
     smooth: bool  #: every battery has q > 0 and J is nonsingular (the gradient is the derivative)

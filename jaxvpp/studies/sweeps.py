@@ -1,4 +1,4 @@
-"""Sweeps: a batch of problems solved in one compiled, vmapped call (issue 6).
+"""Sweeps: a batch of problems solved in one compiled, vmapped call.
 
 A sweep varies one parameter over a grid of values and solves every resulting problem at once:
 
@@ -28,7 +28,7 @@ import pandas as pd
 from jax import Array, lax
 
 from jaxvpp.battery.solution import fleet_metrics, solve_batteries
-from jaxvpp.coordination.aladin import STATUSES, aladin_ipm
+from jaxvpp.coordination.aladin import Status, aladin_ipm
 from jaxvpp.coordination.feasibility import check_target
 from jaxvpp.errors import InputError
 from jaxvpp.problem import Fleet, Market, Settings
@@ -64,7 +64,7 @@ class BatchResult(NamedTuple):
     degradation_eur: np.ndarray  #: (B,)
     cvar_eur: np.ndarray  #: (B,) sum of the batteries' CVaRs
     converged: np.ndarray  #: (B,) bool
-    status: list[str]  #: (B,)
+    status: list[Status]  #: (B,) how each problem ended (``str`` values: ``"converged"``, ...)
     iterations: np.ndarray  #: (B,) ALADIN iterations (coordinated) or the battery solver's largest count
     coupling_residual_mw: np.ndarray  #: (B,) max_t |sum_i p_it - target_t| (nan without a target)
     net_mw: np.ndarray  #: (B, N, T)
@@ -195,13 +195,13 @@ def solve_batch(
         else:
             out = _independent_batch(fleets, markets, settings, tol=tol or 1e-9, max_iter=max_iter or 80)
         obj, rev, deg, cv, conv, it, net = (np.asarray(a) for a in out)
-        status = ["converged" if c else "max_iter" for c in conv]
+        status = [Status.CONVERGED if c else Status.MAX_ITER for c in conv]
         T = net.shape[-1]
         return BatchResult(obj, rev, deg, cv, conv.astype(bool), status, it, np.full(B, np.nan), net, np.zeros((B, T)))
     targets = jnp.asarray(targets, dtype=jnp.float64)
     out = _coordinated_batch(fleets, markets, settings, targets, tol=tol or 1e-8, max_iter=max_iter or 100)
     obj, rev, deg, cv, st, it, cres, net, price = (np.asarray(a) for a in out)
-    status = [STATUSES[int(s)] for s in st]
+    status = [Status.from_code(s) for s in st]
     for b in range(B):
         fleet_b = Fleet(*(a[b] for a in fleets))
         settings_b = Settings(
@@ -210,8 +210,8 @@ def solve_batch(
             baseline=settings.baseline,
         )
         if check_target(fleet_b, np.asarray(targets[b]), settings_b):
-            status[b] = "infeasible_target"
-    conv = np.array([s == "converged" for s in status])
+            status[b] = Status.INFEASIBLE_TARGET
+    conv = np.array([s == Status.CONVERGED for s in status])
     return BatchResult(obj, rev, deg, cv, conv, status, it, cres, net, price)
 
 
