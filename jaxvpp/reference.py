@@ -1,4 +1,5 @@
-"""Independent reference solutions with cvxpy + Clarabel, an exact discrete CVaR and a dense OSQP-form QP.
+"""Independent reference solutions with cvxpy (Clarabel, or HiGHS for LPs), an exact discrete CVaR and a dense
+OSQP-form QP.
 
 Written directly from the model (see :mod:`jaxvpp.problem`), sharing no formulation code with the JAX
 solvers, so that it can check them. For battery ``i``, steps ``t = 1..T`` of ``dt`` hours and scenarios
@@ -6,7 +7,9 @@ solvers, so that it can check them. For battery ``i``, steps ``t = 1..T`` of ``d
 
 * variables ``c_t, d_t >= 0`` (MW), ``p_t = d_t - c_t``; ``c_t, d_t <= P``; ``|p_t - p_{t-1}| <= R dt`` (t >= 2,
   only for finite ``R``);
-* ``e_t = e_0 + dt sum_{s<=t} (eta_c c_s - d_s / eta_d)`` (MWh), ``soc_min E <= e_t <= soc_max E``, ``e_T >= e_0``;
+* state-of-charge variables ``e_t`` (MWh) with the recursion ``e_t = e_{t-1} + dt (eta_c c_t - d_t / eta_d)``
+  from ``e_0 = soc_initial E``, ``soc_min E <= e_t <= soc_max E``, ``e_T >= e_0`` (the recursion keeps every
+  row sparse; the cumulative sum ``e_t = e_0 + dt sum_{s<=t} (...)`` would make the energy rows dense);
 * ``Rev_k = dt sum_t pi_kt p_t``, ``Loss_k = -Rev_k`` (baseline "zero") or ``E[Rev] - Rev_k`` ("expected");
 * ``CVaR = min_eta eta + (1/alpha) sum_k w_k max(Loss_k - eta, 0)`` with slacks ``u_k >= Loss_k - eta, u_k >= 0``;
 * minimise ``-E[Rev] + lambda CVaR + deg dt sum_t (c_t + d_t) + (q/2) dt sum_t (c_t^2 + d_t^2)``.
@@ -20,6 +23,11 @@ extra objective term ``-y_t dt p_t`` (i.e. ``linear_price = -y dt``), reproduces
 like an extra market price: positive prices ask for more injection. Equivalently
 ``y_t = (1/dt) d(optimal fleet objective)/d(target_t)``: the marginal cost, in EUR per MWh, of raising the
 target at step ``t``.
+
+**Solvers.** ``solver="clarabel"`` (default; interior point, LP and QP) or, for the LP case (every
+``quadratic_cost_eur_per_mw2h`` zero and no proximal term), ``"highs-ipx"`` (HiGHS's interior point IPX,
+with its crossover to a vertex) and ``"highs-simplex"`` (HiGHS's dual simplex), through cvxpy's HIGHS
+interface. Their tolerances: :data:`CLARABEL_OPTIONS`, :data:`HIGHS_OPTIONS`.
 """
 
 from __future__ import annotations
@@ -42,6 +50,19 @@ CLARABEL_OPTIONS: dict[str, float | int] = dict(
     tol_ktratio=1e-8,
     max_iter=400,
 )
+
+#: The solvers of the reference: Clarabel (LP and QP) and HiGHS's interior point and simplex (LP only).
+SOLVERS: tuple[str, ...] = ("clarabel", "highs-ipx", "highs-simplex")
+
+#: HiGHS settings used by default for ``"highs-ipx"`` / ``"highs-simplex"`` (the ``solver`` entry is set by the
+#: choice; IPX's crossover, HiGHS's default, ends at a vertex as accurate as the simplex's).
+HIGHS_OPTIONS: dict[str, float | int | str] = dict(
+    run_crossover="on",
+    primal_feasibility_tolerance=1e-9,
+    dual_feasibility_tolerance=1e-9,
+    ipm_optimality_tolerance=1e-10,
+)
+_HIGHS_ALGORITHM = {"highs-ipx": "ipx", "highs-simplex": "simplex"}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -142,10 +163,35 @@ def evaluate_schedule(
     )
 
 
-def _solve(prob: cp.Problem, options: dict[str, Any] | None) -> None:
-    opts = dict(CLARABEL_OPTIONS)
-    opts.update(options or {})
-    prob.solve(solver=cp.CLARABEL, **opts)
+def _check_solver(solver: str, fl: dict[str, np.ndarray], quadratic_terms: bool = False) -> None:
+    """Refuse unknown solvers, and HiGHS on a problem that is not an LP."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(map(repr, SOLVERS))}; got {solver!r}")
+    if solver == "clarabel":
+        return
+    q = fl["quadratic_cost_eur_per_mw2h"]
+    if np.any(q != 0):
+        bad = np.flatnonzero(q != 0)
+        raise ValueError(
+            f"solver={solver!r} solves the LP case only: quadratic_cost_eur_per_mw2h must be 0, but "
+            f"{bad.size} of {q.size} batteries have q != 0 (first: battery {int(bad[0])}, q = {q[bad[0]]:g} "
+            "EUR/(MW^2 h)); use solver='clarabel'"
+        )
+    if quadratic_terms:
+        raise ValueError(f"solver={solver!r} solves the LP case only: no prox_weight term; use solver='clarabel'")
+
+
+def _solve(prob: cp.Problem, options: dict[str, Any] | None, solver: str = "clarabel") -> None:
+    if solver == "clarabel":
+        opts = dict(CLARABEL_OPTIONS)
+        opts.update(options or {})
+        prob.solve(solver=cp.CLARABEL, **opts)
+        return
+    highs = dict(HIGHS_OPTIONS)
+    highs.update(options or {})
+    highs["solver"] = _HIGHS_ALGORITHM[solver]
+    # "solver" is also an argument of Problem.solve: cvxpy takes HiGHS's own options nested in highs_options
+    prob.solve(solver=cp.HIGHS, highs_options=highs)
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -176,13 +222,17 @@ class _Model:
         self.D = D = cp.Variable((n, T), nonneg=True, name="discharge")
         P = D - C
         cons: list[cp.Constraint] = [C <= full(col["power_mw"]), D <= full(col["power_mw"])]
+        # state of charge after each step (MWh) by the recursion e_t = e_(t-1) + dt (eta_c c_t - d_t / eta_d)
         e0 = col["soc_initial"] * col["capacity_mwh"]
+        self.E = E = cp.Variable((n, T), name="soc")
         flow = cp.multiply(full(col["eta_charge"]), C) - cp.multiply(full(1.0 / col["eta_discharge"]), D)
-        e = full(e0) + dt * cp.cumsum(flow, axis=1)
+        cons.append(E[:, :1] == e0 + dt * flow[:, :1])
+        if T >= 2:
+            cons.append(E[:, 1:] == E[:, :-1] + dt * flow[:, 1:])
         cons += [
-            e >= full(col["soc_min"] * col["capacity_mwh"]),
-            e <= full(col["soc_max"] * col["capacity_mwh"]),
-            e[:, T - 1] >= e0[:, 0],
+            E >= full(col["soc_min"] * col["capacity_mwh"]),
+            E <= full(col["soc_max"] * col["capacity_mwh"]),
+            E[:, T - 1] >= e0[:, 0],
         ]
         ramp = fl["ramp_mw_per_h"]
         lim = np.flatnonzero(np.isfinite(ramp))
@@ -255,14 +305,17 @@ def solve_battery_reference(
     linear_price: np.ndarray | None = None,
     prox_weight: np.ndarray | float | None = None,
     prox_center: np.ndarray | None = None,
+    solver: str = "clarabel",
     solver_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Solve ONE battery's problem with cvxpy + Clarabel.
+    """Solve ONE battery's problem with cvxpy + Clarabel (or HiGHS, see ``solver``).
 
     ``fleet`` is a single battery (scalar fields or shape (1,)) or a fleet with ``index`` picking one.
     Optional extra objective terms (T-vectors, from a coordination algorithm):
     ``+ linear_price @ p + sum_t (prox_weight_t / 2) (p_t - prox_center_t)^2`` with ``linear_price`` in EUR/MW
-    (already multiplied by dt) and ``prox_weight`` in EUR/MW^2.
+    (already multiplied by dt) and ``prox_weight`` in EUR/MW^2. ``solver`` is one of :data:`SOLVERS`
+    (``"highs-ipx"`` / ``"highs-simplex"`` only for q = 0 and no ``prox_weight``: ``ValueError`` otherwise);
+    ``solver_options`` override that solver's defaults (:data:`CLARABEL_OPTIONS` or :data:`HIGHS_OPTIONS`).
 
     Returns a dict: ``objective_eur`` (the full objective, extra terms included; EUR), ``model_objective_eur``
     (without the extra terms), ``charge``, ``discharge``, ``net`` (T,) MW, ``soc`` (T,) MWh (e_t after step t),
@@ -271,6 +324,7 @@ def solve_battery_reference(
     """
     b = _battery_slice(fleet, index)
     fl = _fleet_arrays(b)
+    _check_solver(solver, fl, quadratic_terms=prox_weight is not None)
     prices, w = _market_arrays(market)
     T = prices.shape[1]
 
@@ -288,7 +342,7 @@ def solve_battery_reference(
         prox_center=row(prox_center),
     )
     t1 = time.perf_counter()
-    _solve(m.problem, solver_options)
+    _solve(m.problem, solver_options, solver)
     t2 = time.perf_counter()
     status = str(m.problem.status)
     if m.C.value is None:
@@ -348,13 +402,14 @@ def _infeasible_steps(
     settings: Settings,
     target: np.ndarray,
     tol: float = 1e-6,
+    solver: str = "clarabel",
 ) -> tuple[list[int], np.ndarray]:
     """Steps where the closest achievable fleet output (min sum_t |gap_t|) misses the target, and the gap (MW)."""
     m = _Model(fl, prices, w, settings)
     gap = cp.Variable(prices.shape[1])
     fleet_sum = cp.sum(m.D - m.C, axis=0)
     prob = cp.Problem(cp.Minimize(cp.norm1(gap)), [c for c in m.problem.constraints] + [fleet_sum + gap == target])
-    _solve(prob, None)
+    _solve(prob, None, solver)  # an LP: every solver takes it
     g = np.asarray(gap.value) if gap.value is not None else np.full(prices.shape[1], np.nan)
     scale = max(1.0, float(np.max(np.abs(target))))
     steps = [int(t) for t in np.flatnonzero(~(np.abs(g) <= tol * scale))]
@@ -368,24 +423,28 @@ def solve_fleet_reference(
     target: np.ndarray | None = None,
     *,
     mode: str = "stacked",
+    solver: str = "clarabel",
     solver_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Solve the whole fleet with cvxpy + Clarabel, optionally coupled by ``sum_i p_it = target_t`` (MW).
+    """Solve the whole fleet with cvxpy + Clarabel (or HiGHS), optionally coupled by ``sum_i p_it = target_t`` (MW).
 
     ``mode="stacked"``: one vectorised cvxpy problem for all batteries (with the coupling if ``target`` given);
-    ``mode="loop"``: each battery solved on its own in a Python loop (no target allowed).
+    ``mode="loop"``: each battery solved on its own in a Python loop (no target allowed). ``solver`` is one of
+    :data:`SOLVERS`; the HiGHS ones take the LP case only (every ``quadratic_cost_eur_per_mw2h`` zero, else
+    ``ValueError``). ``solver_options`` override that solver's defaults.
 
     Returns a dict: ``charge``, ``discharge``, ``net`` (N, T) MW; ``soc`` (N, T) MWh; per battery (N,)
     ``objective_per_battery_eur``, ``expected_revenue_eur``, ``cvar_eur``, ``eta``; totals ``objective_eur``,
     ``total_net_mw`` (T,); ``coupling_price_eur_per_mwh`` (T,) when a target is given (see the module docstring
     for the sign convention), else ``None``; ``status`` ("optimal" when every solve was), ``iterations``
-    (total), ``build_time_s``, ``solve_time_s`` (in Clarabel) and ``wall_time_s``.
+    (total), ``build_time_s``, ``solve_time_s`` (in the solver), ``wall_time_s`` and ``solver``.
     Raises :class:`InfeasibleTargetError` (with the 0-based offending steps) if the target cannot be met.
     """
     if mode not in ("stacked", "loop"):
         raise ValueError(f"mode must be 'stacked' or 'loop', got {mode!r}")
     t_start = time.perf_counter()
     fl = _fleet_arrays(fleet)
+    _check_solver(solver, fl)
     prices, w = _market_arrays(market)
     n, T = fl["capacity_mwh"].shape[0], prices.shape[1]
     tgt = None
@@ -401,7 +460,7 @@ def solve_fleet_reference(
         eta = np.empty(n)
         statuses, iters, build, solve = [], 0, 0.0, 0.0
         for i in range(n):
-            r = solve_battery_reference(fleet, market, settings, i, solver_options=solver_options)
+            r = solve_battery_reference(fleet, market, settings, i, solver=solver, solver_options=solver_options)
             c[i], d[i], eta[i] = r["charge"], r["discharge"], r["eta"]
             statuses.append(r["status"])
             iters += r["iterations"]
@@ -414,15 +473,17 @@ def solve_fleet_reference(
         t0 = time.perf_counter()
         m = _Model(fl, prices, w, settings, target=tgt)
         t1 = time.perf_counter()
-        _solve(m.problem, solver_options)
+        _solve(m.problem, solver_options, solver)
         t2 = time.perf_counter()
         status = str(m.problem.status)
         comp = float(getattr(m.problem, "compilation_time", 0.0) or 0.0)
         build = (t1 - t0) + comp
         solve = (t2 - t1) - comp
         iters = _iterations(m.problem)
-        if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE) and tgt is not None:
-            steps, gap = _infeasible_steps(fl, prices, w, settings, tgt)
+        # every battery's own problem is bounded and feasible (idling is), so "infeasible or unbounded" (HiGHS's
+        # presolve) means infeasible here
+        if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE, cp.settings.INFEASIBLE_OR_UNBOUNDED) and tgt is not None:
+            steps, gap = _infeasible_steps(fl, prices, w, settings, tgt, solver=solver)
             worst = int(np.nanargmax(np.abs(gap))) if np.any(np.isfinite(gap)) else -1
             msg = f"the fleet cannot follow the target at {len(steps)} of {T} steps" + (
                 f"; largest gap {gap[worst]:+.6g} MW at step {worst} (0-based)" if worst >= 0 else ""
@@ -447,6 +508,7 @@ def solve_fleet_reference(
                 build_time_s=build,
                 solve_time_s=solve,
                 wall_time_s=time.perf_counter() - t_start,
+                solver=solver,
             )
         c, d = np.asarray(m.C.value), np.asarray(m.D.value)
         eta = np.full(n, np.nan)
@@ -477,6 +539,7 @@ def solve_fleet_reference(
         build_time_s=build,
         solve_time_s=solve,
         wall_time_s=time.perf_counter() - t_start,
+        solver=solver,
     )
 
 

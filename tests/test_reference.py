@@ -280,3 +280,150 @@ def test_lp_and_risk_neutral_cases_solve(risk, q, deg):
     assert np.all(np.isfinite(res["eta"]))
     for i in range(2):
         _check_feasible(fleet_take(fleet, i), Settings(), res["charge"][i], res["discharge"][i])
+
+
+# ------------------------------------------------------------------------------------------------ formulations
+def _dual_value(fleet, market: Market, st_: Settings, price: np.ndarray, target: np.ndarray) -> float:
+    """The Lagrange dual function at the coupling price ``y`` (EUR/MWh): ``sum_i min_x (f_i - y dt p_i) + dt y .
+    target`` (EUR), each battery solved alone by Clarabel. It equals the coupled optimum iff ``y`` is an optimal
+    dual in the module's sign convention (strong duality; weak duality puts it below otherwise)."""
+    n = np.asarray(fleet.capacity_mwh).shape[0]
+    lin = -np.asarray(price) * st_.dt_hours
+    inner = sum(solve_battery_reference(fleet, market, st_, i, linear_price=lin)["objective_eur"] for i in range(n))
+    return inner + st_.dt_hours * float(np.asarray(price) @ target)
+
+
+def _cumulative_form(fleet, market: Market, st_: Settings, target=None):
+    """The fleet problem with the state of charge as a cumulative sum of the flows (dense energy rows), written
+    independently of jaxvpp.reference: returns the optimal objective (EUR), the schedules p (N, T) MW and the
+    coupling dual (cvxpy's sign) when a target is given."""
+    fl = {k: np.asarray(v, dtype=np.float64)[:, None] for k, v in fleet._asdict().items()}
+    prices, w = np.asarray(market.prices, np.float64), np.asarray(market.probabilities, np.float64)
+    n, (K, T), dt = fl["capacity_mwh"].shape[0], prices.shape, st_.dt_hours
+    C, D = cp.Variable((n, T), nonneg=True), cp.Variable((n, T), nonneg=True)
+    P = D - C
+    ones = np.ones((1, T))
+    e0 = fl["soc_initial"] * fl["capacity_mwh"]
+    e = e0 @ ones + dt * cp.cumsum(
+        cp.multiply(fl["eta_charge"] @ ones, C) - cp.multiply(1 / fl["eta_discharge"] @ ones, D), axis=1
+    )
+    cons = [
+        C <= fl["power_mw"] @ ones,
+        D <= fl["power_mw"] @ ones,
+        e >= (fl["soc_min"] * fl["capacity_mwh"]) @ ones,
+        e <= (fl["soc_max"] * fl["capacity_mwh"]) @ ones,
+        e[:, T - 1] >= e0[:, 0],
+    ]
+    ramp = fl["ramp_mw_per_h"][:, 0]
+    lim = np.flatnonzero(np.isfinite(ramp))
+    if lim.size:
+        step = P[lim, 1:] - P[lim, :-1]
+        cons += [cp.abs(step) <= (ramp[lim, None] * dt) @ np.ones((1, T - 1))]
+    pbar = w @ prices
+    rev = dt * P @ prices.T  # (N, K)
+    loss = -rev if st_.baseline == "zero" else (rev @ w)[:, None] @ np.ones((1, K)) - rev
+    eta = cp.Variable((n, 1))
+    U = cp.Variable((n, K), nonneg=True)
+    cons.append(U >= loss - eta @ np.ones((1, K)))
+    cvar_ = eta[:, 0] + (U @ w) / st_.alpha
+    obj = (
+        -dt * cp.sum(P @ pbar)
+        + fl["risk_weight"][:, 0] @ cvar_
+        + cp.sum(cp.multiply(fl["degradation_eur_per_mwh"] * dt @ ones, C + D))
+        + cp.sum(cp.multiply(fl["quadratic_cost_eur_per_mw2h"] * dt / 2 @ ones, cp.square(C) + cp.square(D)))
+    )
+    coupling = None
+    if target is not None:
+        coupling = cp.sum(P, axis=0) == target
+        cons.append(coupling)
+    prob = cp.Problem(cp.Minimize(obj), cons)
+    prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, max_iter=400)
+    assert prob.status == "optimal", prob.status
+    return prob.value, np.asarray(P.value), None if coupling is None else np.asarray(coupling.dual_value)
+
+
+@pytest.mark.parametrize("seed,baseline,dt", [(11, "zero", 1.0), (12, "expected", 0.5), (13, "zero", 0.25)])
+def test_recursion_form_matches_cumulative_form(seed, baseline, dt):
+    """The reference (explicit state of charge, e_t = e_(t-1) + dt (...)) and the cumulative-sum form have the
+    same optimum, schedules and coupling prices on random fleets, without and with a binding target."""
+    fleet = random_fleet(5, seed=seed, spread=1.3)  # q > 0: the schedules are unique
+    market = synthetic_market(6, 10, seed=seed, dt_hours=dt)
+    st_ = Settings(dt_hours=dt, alpha=0.1, baseline=baseline)
+    free = solve_fleet_reference(fleet, market, st_)
+    f_cum, p_cum, _ = _cumulative_form(fleet, market, st_)
+    assert free["status"] == "optimal"
+    assert abs(free["objective_eur"] - f_cum) <= TOL * max(1.0, abs(f_cum))
+    np.testing.assert_allclose(free["net"], p_cum, atol=1e-5)
+    target = 0.5 * free["total_net_mw"]
+    res = solve_fleet_reference(fleet, market, st_, target)
+    f_cum, p_cum, y_cum = _cumulative_form(fleet, market, st_, target)
+    assert res["status"] == "optimal"
+    assert abs(res["objective_eur"] - f_cum) <= TOL * max(1.0, abs(f_cum))
+    np.testing.assert_allclose(res["net"], p_cum, atol=1e-5)
+    # the coupling price need not be unique (steps where every battery sits at a bound); both forms' prices are
+    # optimal duals: they close the duality gap with the module's sign convention
+    for price in (res["coupling_price_eur_per_mwh"], -y_cum / dt):
+        assert abs(_dual_value(fleet, market, st_, price, target) - f_cum) <= 1e-6 * max(1.0, abs(f_cum))
+
+
+# ------------------------------------------------------------------------------------------------ HiGHS (LP)
+def _lp_fleet(n: int, seed: int):
+    f = random_fleet(n, seed=seed)
+    return f._replace(quadratic_cost_eur_per_mw2h=np.zeros(n))
+
+
+@pytest.mark.parametrize("solver", ["highs-ipx", "highs-simplex"])
+def test_highs_matches_clarabel_on_lp(solver):
+    """q = 0 makes the CVaR problem an LP: HiGHS (interior point and simplex) and Clarabel find the same optimum,
+    free and coupled, and HiGHS's coupling price closes the duality gap with the module's sign convention."""
+    fleet = _lp_fleet(6, seed=21)
+    market = synthetic_market(5, 12, seed=21)
+    st_ = Settings(alpha=0.1)
+    free_c = solve_fleet_reference(fleet, market, st_)
+    free_h = solve_fleet_reference(fleet, market, st_, solver=solver)
+    assert free_h["status"] == "optimal" and free_h["solver"] == solver
+    assert abs(free_h["objective_eur"] - free_c["objective_eur"]) <= TOL * abs(free_c["objective_eur"])
+    target = 0.5 * free_c["total_net_mw"]
+    res_c = solve_fleet_reference(fleet, market, st_, target)
+    res_h = solve_fleet_reference(fleet, market, st_, target, solver=solver)
+    assert res_h["status"] == "optimal"
+    assert abs(res_h["objective_eur"] - res_c["objective_eur"]) <= TOL * abs(res_c["objective_eur"])
+    np.testing.assert_allclose(np.sum(res_h["net"], axis=0), target, atol=1e-7)
+    for i in range(6):
+        _check_feasible(fleet_take(fleet, i), st_, res_h["charge"][i], res_h["discharge"][i])
+    # an LP's price need not be unique; any optimal one closes the duality gap
+    dual = _dual_value(fleet, market, st_, res_h["coupling_price_eur_per_mwh"], target)
+    assert abs(dual - res_c["objective_eur"]) <= 1e-6 * abs(res_c["objective_eur"])
+
+
+def test_highs_battery_and_loop_and_infeasible_target():
+    fleet = _lp_fleet(3, seed=22)
+    market = synthetic_market(4, 8, seed=22)
+    st_ = Settings()
+    one_c = solve_battery_reference(fleet, market, st_, 1)
+    one_h = solve_battery_reference(fleet, market, st_, 1, solver="highs-simplex")
+    assert abs(one_h["objective_eur"] - one_c["objective_eur"]) <= TOL * max(1.0, abs(one_c["objective_eur"]))
+    loop = solve_fleet_reference(fleet, market, st_, mode="loop", solver="highs-ipx")
+    stacked = solve_fleet_reference(fleet, market, st_)
+    assert loop["status"] == "optimal"
+    assert abs(loop["objective_eur"] - stacked["objective_eur"]) <= TOL * max(1.0, abs(stacked["objective_eur"]))
+    target = np.zeros(8)
+    target[5] = float(np.sum(np.asarray(fleet.power_mw))) + 0.5  # beyond the fleet's total power
+    for solver in ("highs-ipx", "highs-simplex"):
+        with pytest.raises(InfeasibleTargetError) as ei:
+            solve_fleet_reference(fleet, market, st_, target, solver=solver)
+        assert ei.value.steps == [5]
+
+
+def test_highs_refuses_quadratic_terms_and_unknown_solvers():
+    fleet = random_fleet(4, seed=23)  # q > 0
+    market = synthetic_market(3, 6, seed=23)
+    with pytest.raises(ValueError, match="LP case only: quadratic_cost_eur_per_mw2h must be 0.*4 of 4"):
+        solve_fleet_reference(fleet, market, Settings(), solver="highs-ipx")
+    with pytest.raises(ValueError, match="LP case only"):
+        solve_battery_reference(fleet, market, Settings(), 0, solver="highs-simplex")
+    lp = _lp_fleet(1, seed=23)
+    with pytest.raises(ValueError, match="no prox_weight"):
+        solve_battery_reference(lp, market, Settings(), prox_weight=1.0, solver="highs-ipx")
+    with pytest.raises(ValueError, match="solver must be one of"):
+        solve_fleet_reference(lp, market, Settings(), solver="gurobi")
