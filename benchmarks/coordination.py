@@ -1,23 +1,35 @@
-"""Benchmark of fleet coordination to a community target (issue: Phase V).
+"""Benchmark of fleet coordination to a community target against the centralized anchors.
 
-For N in {10, 100, 1000, 10000} batteries, T = 24 hourly steps, K = 20 scenarios, and a binding target
-(half the uncoordinated fleet profile: feasible, since every battery's schedule scaled towards zero is
-feasible), measures in fresh subprocesses:
+T = 24 hourly steps, K = 20 scenarios, a binding target (half the uncoordinated fleet profile: feasible,
+since every battery's schedule scaled towards zero is feasible) and two instances of each fleet size N:
+
+* ``qp``: ``random_fleet(N, seed=42)`` (random quadratic costs q > 0);
+* ``lp``: the same fleet with q = 0, so that the centralized problem is a linear program.
+
+Each (method, instance, N) runs in a fresh subprocess and is timed there:
 
 * interior-point ALADIN (``coordinate(method="aladin")``): iterations, compile time, time after
-  compilation, time per iteration, status, objective gap to Clarabel, coupling residual;
-* exchange ADMM (``coordinate(method="admm")``, 200 iterations at most; N <= 1000 by default);
-* centralized cvxpy + Clarabel on the stacked coupled problem (N <= 1000 by default);
+  compilation, time per iteration, status, objective gap to the best anchor, coupling residual;
+* exchange ADMM (``coordinate(method="admm")``, 200 iterations at most; instance ``qp``, N <= 100 by
+  default);
+* the centralized anchors, ``jaxvpp.reference.solve_fleet_reference`` on the stacked coupled problem (cvxpy
+  model building and solve): Clarabel on both instances, and on ``lp`` also HiGHS's interior point (IPX)
+  and dual simplex (by default Clarabel and IPX up to N = 1000, the simplex up to N = 300, the ``lp``
+  instance up to N = 1000);
 * the whole ``jaxvpp coordinate`` process (start-up, reading the CSV files, compilation with the
-  compilation cache switched off and, separately, warm, solve, writing) against ``jaxvpp coordinate --method centralized`` on the
-  same files, side by side (N = 1000 by default).
+  compilation cache switched off and, separately, warm, solve, writing) against the whole
+  ``jaxvpp coordinate --method centralized`` process on the same files, with each anchor solver. The CLI
+  solves centralized problems with Clarabel; for the HiGHS rows the same CLI runs in a process whose
+  ``jaxvpp.reference.solve_fleet_reference`` is given ``solver=...`` (``--cli-solver`` below).
 
-    .venv/bin/python benchmarks/coordination.py                       # full table (about 15-25 minutes)
+Every ratio is against the fastest anchor measured in the same run, on the same instance and N.
+
+    .venv/bin/python benchmarks/coordination.py                     # full table (about 10 minutes, 2 cores)
     .venv/bin/python benchmarks/coordination.py --sizes 10,100 --process-sizes 100
-    .venv/bin/python benchmarks/coordination.py --sizes '' --per-iteration-sizes 1000,3000,10000,20000
+    .venv/bin/python benchmarks/coordination.py --sizes '' --process-sizes '' --per-iteration-sizes 1000,3000,10000
 
-Writes ``benchmarks/out/coordination.md`` (the tables quoted in the README), ``coordination.json`` and the
-convergence plot ``coordination.png``.
+Writes ``benchmarks/results/coordination.md`` and ``coordination.json`` (and the convergence plot
+``coordination.png``); with ``--per-iteration-sizes`` also ``coordination_scaling.md`` / ``.json``.
 """
 
 from __future__ import annotations
@@ -32,12 +44,22 @@ import tempfile
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from provenance import markdown_table, ratio, save_figure, write_results  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 T, K, THETA = 24, 20, 0.5
+INSTANCES = {
+    "qp": "random_fleet(N, seed=42), quadratic costs q > 0",
+    "lp": "the same fleet with q = 0 (a linear program)",
+}
+ANCHORS = {"qp": ("clarabel",), "lp": ("clarabel", "highs-ipx", "highs-simplex")}
+ANCHOR_LABEL = {"clarabel": "Clarabel", "highs-ipx": "HiGHS IPX", "highs-simplex": "HiGHS simplex"}
+LABEL = {"aladin": "IP-ALADIN", "admm": "ADMM", **ANCHOR_LABEL}
 
 
-def _problem(n: int):
+def _problem(n: int, instance: str = "qp"):
     import jax.numpy as jnp
     import numpy as np
 
@@ -45,28 +67,34 @@ def _problem(n: int):
     from jaxvpp.battery.solution import solve_batteries
 
     fleet, market = jaxvpp.random_fleet(n, seed=42), jaxvpp.synthetic_market(K, T, seed=7)
+    if instance == "lp":
+        fleet = fleet._replace(quadratic_cost_eur_per_mw2h=jnp.zeros(n))
+    elif instance != "qp":
+        raise ValueError(f"instance must be 'qp' or 'lp', got {instance!r}")
     free = np.asarray(jnp.sum(solve_batteries(fleet, market).net_mw, axis=0))
     return fleet, market, THETA * free
 
 
-def run_one(method: str, n: int) -> dict:
-    """Measure one method at one fleet size (in this process)."""
+def run_one(method: str, n: int, instance: str) -> dict:
+    """Measure one method on one instance at one fleet size (in this process)."""
     import numpy as np
 
     import jaxvpp
     from jaxvpp.coordination.api import coordinate
 
-    fleet, market, target = _problem(n)
+    fleet, market, target = _problem(n, instance)
     st = jaxvpp.Settings()
-    res: dict = {"method": method, "N": n}
-    if method == "centralized":
+    res: dict = {"method": method, "instance": instance, "N": n}
+    if method in ANCHORS["lp"]:
         from jaxvpp.reference import solve_fleet_reference
 
         t0 = time.perf_counter()
-        ref = solve_fleet_reference(fleet, market, st, target)
+        ref = solve_fleet_reference(fleet, market, st, target, solver=method)
         res.update(
+            anchor=True,
             time_s=time.perf_counter() - t0,
             compile_s=0.0,
+            in_solver_s=float(ref["solve_time_s"]),
             iterations=int(ref["iterations"]),
             status=str(ref["status"]),
             objective_eur=float(ref["objective_eur"]),
@@ -82,6 +110,7 @@ def run_one(method: str, n: int) -> dict:
         t_run = time.perf_counter() - t0
         hist = {k: np.asarray(v).tolist() for k, v in r.history.items() if not k.startswith("_")}
         res.update(
+            anchor=False,
             time_s=t_run,
             compile_s=max(t_first - t_run, 0.0),
             iterations=r.iterations,
@@ -123,20 +152,19 @@ def per_iteration(n: int, iterations: int = 10) -> dict:
     }
 
 
-def _subprocess(method: str, n: int, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--one", method, str(n)]
+def _subprocess(args: list[str], timeout: float, label: dict) -> dict:
+    cmd = [sys.executable, __file__, *args]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
-        return {"method": method, "N": n, "status": f"not finished in {timeout:.0f} s"}
+        return {**label, "status": f"not finished in {timeout:.0f} s"}
     except subprocess.CalledProcessError as exc:
-        return {"method": method, "N": n, "status": "failed: " + exc.stderr.strip().splitlines()[-1][:200]}
+        return {**label, "status": "failed: " + (exc.stderr.strip().splitlines() or [""])[-1][:200]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _cmd(exe: str, d: Path, method: str) -> list[str]:
+def _coordinate_args(d: Path, out: str) -> list[str]:
     return [
-        exe,
         "coordinate",
         "--fleet",
         str(d / "fleet.csv"),
@@ -144,99 +172,194 @@ def _cmd(exe: str, d: Path, method: str) -> list[str]:
         str(d / "scenarios.csv"),
         "--target",
         str(d / "target.csv"),
-        "--method",
-        method,
         "--quiet",
         "--out",
-        str(d / method),
+        str(d / out),
     ]
 
 
-def whole_process(n: int) -> dict:
-    """Time ``jaxvpp coordinate`` with the compilation cache off (cold) and warm, and ``--method centralized``,
-    on the same files."""
+def whole_process(n: int, instance: str, anchors: list[str]) -> dict:
+    """Time ``jaxvpp coordinate`` with the compilation cache off (cold) and warm, and the centralized process with
+    each anchor solver, on the same files."""
     from jaxvpp import io
 
-    fleet, market, target = _problem(n)
+    fleet, market, target = _problem(n, instance)
     steps = [f"{t:02d}:00" for t in range(T)]
-    out: dict = {"N": n}
+    out: dict = {"N": n, "instance": instance, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         (d / "fleet.csv").write_text(io.fleet_csv([f"b{i:05d}" for i in range(n)], fleet))
         (d / "scenarios.csv").write_text(io.scenarios_csv(steps, market))
         (d / "target.csv").write_text(io.target_csv(steps, target))
-        exe = str(Path(sys.executable).with_name("jaxvpp"))
-        runs = [("aladin", "cold", ""), ("aladin", "warm", str(d / "xla-cache")), ("centralized", "", "")]
+        exe = [str(Path(sys.executable).with_name("jaxvpp"))]
+        cache = str(d / "xla-cache")
         # the warm run reuses the compilation cache that a first, untimed run writes
         subprocess.run(
-            _cmd(exe, d, "aladin"),
+            exe + _coordinate_args(d, "fill") + ["--method", "aladin"],
             capture_output=True,
             text=True,
-            env=dict(os.environ, JAXVPP_CACHE_DIR=str(d / "xla-cache")),
+            env=dict(os.environ, JAXVPP_CACHE_DIR=cache),
             check=True,
         )
-        for method, cache, cache_dir in runs:
-            env = dict(os.environ, JAXVPP_CACHE_DIR=cache_dir)
+        runs = [("aladin_cold", exe + ["--method", "aladin"], ""), ("aladin_warm", exe + ["--method", "aladin"], cache)]
+        for a in anchors:
+            cli = exe if a == "clarabel" else [sys.executable, __file__, "--cli-solver", a]
+            runs.append((a, cli + ["--method", "centralized"], ""))
+        for key, cmd, cache_dir in runs:
+            # options after the subcommand's own: argparse takes them in any order
+            full = cmd[:-2] + _coordinate_args(d, key) + cmd[-2:]
             t0 = time.perf_counter()
-            proc = subprocess.run(_cmd(exe, d, method), capture_output=True, text=True, env=env)
+            proc = subprocess.run(
+                full, capture_output=True, text=True, env=dict(os.environ, JAXVPP_CACHE_DIR=cache_dir)
+            )
             wall = time.perf_counter() - t0
-            summary = json.loads((d / method / "summary.json").read_text()) if proc.returncode == 0 else {}
-            out[method + (f"_{cache}" if cache else "")] = dict(
+            summary = json.loads((d / key / "summary.json").read_text()) if proc.returncode == 0 else {}
+            out["runs"][key] = dict(
                 wall_s=wall,
                 returncode=proc.returncode,
-                status=summary.get("status"),
+                status=summary.get("status") if proc.returncode == 0 else proc.stderr.strip()[-200:],
                 objective_eur=summary.get("objective_eur"),
                 iterations=summary.get("iterations"),
             )
-    for cache in ("cold", "warm"):
-        out[f"ratio_{cache}"] = out[f"aladin_{cache}"]["wall_s"] / out["centralized"]["wall_s"]
+    ok = {a: out["runs"][a]["wall_s"] for a in anchors if out["runs"][a]["returncode"] == 0}
+    out["fastest_anchor"] = min(ok, key=ok.get) if ok else None
+    base = ok.get(out["fastest_anchor"]) if ok else None
+    for r in out["runs"].values():
+        r["ratio_to_fastest_anchor"] = ratio(r["wall_s"], base)
     return out
 
 
-def _fmt(x, spec):
-    return format(x, spec) if isinstance(x, (int, float)) else "-"
+def _cli_with_solver(solver: str, argv: list[str]) -> int:
+    """Run the ``jaxvpp`` command line with ``solve_fleet_reference`` bound to ``solver`` (the HiGHS rows of the
+    whole-process comparison)."""
+    import functools
+
+    import jaxvpp.reference
+    from jaxvpp.cli import main
+
+    jaxvpp.reference.solve_fleet_reference = functools.partial(jaxvpp.reference.solve_fleet_reference, solver=solver)
+    return main(argv)
 
 
-def write_report(rows: list[dict], processes: list[dict]) -> str:
-    ref = {r["N"]: r.get("objective_eur") for r in rows if r["method"] == "centralized"}
-    lines = [
-        "| N | method | status | iterations | compile (s) | solve (s) | per iteration (ms) | "
-        "objective gap to Clarabel | coupling residual (MW) | peak RSS (MB) |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in sorted(rows, key=lambda r: (r["N"], r["method"])):
-        gap = "-"
-        if ref.get(r["N"]) is not None and isinstance(r.get("objective_eur"), float):
-            gap = f"{abs(r['objective_eur'] - ref[r['N']]) / abs(ref[r['N']]):.1e}"
-        per_it = r.get("time_per_iteration_s")
-        lines.append(
-            f"| {r['N']} | {r['method']} | {r.get('status', '-')} | {r.get('iterations', '-')} | "
-            f"{_fmt(r.get('compile_s'), '.1f')} | {_fmt(r.get('time_s'), '.2f')} | "
-            f"{_fmt(per_it * 1e3 if per_it is not None else None, '.1f')} | {gap} | "
-            f"{_fmt(r.get('coupling_residual_mw'), '.1e')} | {_fmt(r.get('peak_rss_mb'), '.0f')} |"
-        )
-    if processes:
-        lines += [
-            "",
-            "Whole process, `jaxvpp coordinate` from CSV files to written results:",
-            "",
-            "| N | ALADIN, compilation cache off | ALADIN, cache warm | --method centralized | "
-            "ratio cold / warm | goal <= 0.25 |",
-            "|---:|---:|---:|---:|---:|---|",
-        ]
-        for p in processes:
-            a, w, c = p["aladin_cold"], p["aladin_warm"], p["centralized"]
-            lines.append(
-                f"| {p['N']} | {a['wall_s']:.1f} s ({a['status']}, {a['iterations']} it) | "
-                f"{w['wall_s']:.1f} s | {c['wall_s']:.1f} s ({c['status']}) | "
-                f"{p['ratio_cold']:.2f} / {p['ratio_warm']:.2f} | "
-                f"cold {'met' if p['ratio_cold'] <= 0.25 else 'NOT met'}, "
-                f"warm {'met' if p['ratio_warm'] <= 0.25 else 'NOT met'} |"
+def _fastest_anchors(rows: list[dict]) -> dict:
+    """(instance, N) -> the fastest anchor row that finished with a solution."""
+    best: dict = {}
+    for r in rows:
+        if not r.get("anchor") or not isinstance(r.get("time_s"), float):
+            continue
+        if not str(r.get("status", "")).startswith("optimal"):
+            continue
+        key = (r["instance"], r["N"])
+        if key not in best or r["time_s"] < best[key]["time_s"]:
+            best[key] = r
+    return best
+
+
+def tables(rows: list[dict], processes: list[dict], instances: list[str]) -> list[tuple[str, str]]:
+    """The markdown sections: one in-process table per instance, then the whole-process table."""
+    best = _fastest_anchors(rows)
+    objs: dict = {}
+    for r in rows:
+        if r.get("anchor") and isinstance(r.get("objective_eur"), float):
+            key = (r["instance"], r["N"])
+            objs[key] = min(objs.get(key, float("inf")), r["objective_eur"])
+    sections = []
+    for inst in instances:
+        out = []
+        for r in sorted((r for r in rows if r["instance"] == inst), key=lambda r: (r["N"], not r.get("anchor"))):
+            b, f = best.get((inst, r["N"])), objs.get((inst, r["N"]))
+            per_it = r.get("time_per_iteration_s")
+            gap = None
+            if f is not None and isinstance(r.get("objective_eur"), float):
+                gap = f"{abs(r['objective_eur'] - f) / abs(f):.1e}"
+            out.append(
+                dict(
+                    N=r["N"],
+                    method=LABEL.get(r["method"], r["method"]),
+                    status=r.get("status"),
+                    iterations=r.get("iterations"),
+                    compile_s=None if r.get("anchor") else r.get("compile_s"),
+                    time_s=r.get("time_s"),
+                    in_solver_s=r.get("in_solver_s"),
+                    ratio=_x(ratio(r.get("time_s"), b["time_s"] if b else None)),
+                    per_it_ms=per_it * 1e3 if per_it is not None else None,
+                    gap=gap,
+                    residual=f"{r['coupling_residual_mw']:.1e}" if "coupling_residual_mw" in r else None,
+                    rss=r.get("peak_rss_mb"),
+                )
             )
-    return "\n".join(lines) + "\n"
+        body = markdown_table(
+            out,
+            [
+                ("N", "N"),
+                ("method", "method"),
+                ("status", "status"),
+                ("iterations", "iterations"),
+                ("compile_s", "compile (s)"),
+                ("time_s", "solve (s)"),
+                ("in_solver_s", "of which in the solver (s)"),
+                ("ratio", "time / fastest anchor"),
+                ("per_it_ms", "per iteration (ms)"),
+                ("gap", "objective gap to the best anchor"),
+                ("residual", "coupling residual (MW)"),
+                ("rss", "peak RSS (MB)"),
+            ],
+        )
+        note = (
+            f"Instance `{inst}`: {INSTANCES[inst]}. Anchors: {', '.join(ANCHOR_LABEL[a] for a in ANCHORS[inst])} "
+            "(`jaxvpp.reference`, cvxpy model with explicit state of charge; the time includes building the "
+            "cvxpy model). ALADIN and ADMM: the second call of `coordinate()` in the process (compile = first "
+            "call less second). The ratio is the method's time over the fastest anchor's at the same N."
+        )
+        sections.append((f"In process, instance {inst}", note + "\n\n" + body))
+    if processes:
+        out = []
+        for p in processes:
+            for key, r in p["runs"].items():
+                label = {"aladin_cold": "IP-ALADIN, compilation cache off", "aladin_warm": "IP-ALADIN, cache warm"}
+                out.append(
+                    dict(
+                        instance=p["instance"],
+                        N=p["N"],
+                        run=label.get(key, f"--method centralized, {ANCHOR_LABEL.get(key, key)}"),
+                        wall_s=r["wall_s"],
+                        status=r["status"],
+                        iterations=r["iterations"],
+                        ratio=_x(r.get("ratio_to_fastest_anchor")),
+                        goal=_goal(r) if key.startswith("aladin") else None,
+                    )
+                )
+        body = markdown_table(
+            out,
+            [
+                ("instance", "instance"),
+                ("N", "N"),
+                ("run", "process"),
+                ("wall_s", "wall (s)"),
+                ("status", "status"),
+                ("iterations", "iterations"),
+                ("ratio", "wall / fastest centralized process"),
+                ("goal", "goal <= 0.25"),
+            ],
+        )
+        note = (
+            "Whole processes on the same CSV files, from start-up to written results: `jaxvpp coordinate` "
+            "(ALADIN) against `jaxvpp coordinate --method centralized` with each anchor solver."
+        )
+        sections.append(("Whole process", note + "\n\n" + body))
+    return sections
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def _x(v: float | None) -> str | None:
+    return None if v is None else f"{v:.2f}"
+
+
+def _goal(r: dict) -> str | None:
+    q = r.get("ratio_to_fastest_anchor")
+    return None if q is None else ("met" if q <= 0.25 else "not met")
+
+
+def plot(rows: list[dict]):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,11 +369,11 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for r in sorted(rows, key=lambda r: r["N"]):
         h = r.get("history")
-        if not h:
+        if not h or r.get("instance") != "qp":
             continue
         it = np.arange(1, len(h["coupling_residual_mw"]) + 1)
         style = "-" if r["method"] == "aladin" else "--"
-        label = f"{'IP-ALADIN' if r['method'] == 'aladin' else 'ADMM'}, N={r['N']}"
+        label = f"{LABEL[r['method']]}, N={r['N']}"
         axes[0].semilogy(it, np.asarray(h["coupling_residual_mw"]) / r["N"], style, label=label)
         if r["method"] == "aladin":
             kkt = np.maximum.reduce([np.asarray(h[k]) for k in ("primal_residual", "dual_residual", "gap")])
@@ -261,16 +384,33 @@ def plot(rows: list[dict], path: Path) -> None:
     axes[1].set(xlabel="iteration", ylabel="max(primal, dual, gap) (relative)", title="IP-ALADIN optimality measures")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Coordination to a binding target, T={T}, K={K}")
-    fig.savefig(path, dpi=120)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"Coordination to a binding target, instance qp, T={T}, K={K}")
+    return fig
+
+
+def _ints(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def _limits(text: str) -> dict[str, int]:
+    return {k: int(v) for k, v in (kv.split("=") for kv in text.split(",") if kv)}
 
 
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--cli-solver":
+        sys.exit(_cli_with_solver(sys.argv[2], sys.argv[3:]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="10,100,1000,10000")
-    ap.add_argument("--admm-max", type=int, default=1000, help="largest N for ADMM")
-    ap.add_argument("--centralized-max", type=int, default=1000, help="largest N for centralized Clarabel")
+    ap.add_argument("--sizes", default="10,100,1000,10000", help="N for the in-process table ('' for none)")
+    ap.add_argument("--instances", default="qp,lp", help="instances: qp (random q > 0) and/or lp (q = 0)")
+    ap.add_argument("--admm-max", type=int, default=100, help="largest N for ADMM")
+    ap.add_argument("--lp-max", type=int, default=1000, help="largest N for the lp instance (in process)")
+    ap.add_argument(
+        "--anchor-max",
+        default="clarabel=1000,highs-ipx=1000,highs-simplex=300",
+        help="largest N per centralized anchor (in process and whole process)",
+    )
     ap.add_argument("--process-sizes", default="1000", help="N for the whole-process comparison ('' for none)")
     ap.add_argument(
         "--per-iteration-sizes",
@@ -278,45 +418,69 @@ def main() -> None:
         help="N for the per-iteration scaling probe (first 10 iterations), e.g. 1000,3000,10000,20000",
     )
     ap.add_argument("--timeout", type=float, default=1800.0)
-    ap.add_argument("--one", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--one", nargs=3, metavar=("METHOD", "N", "INSTANCE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        if args.one[0] == "per_iteration":
-            print(json.dumps(per_iteration(int(args.one[1]))))
-        else:
-            print(json.dumps(run_one(args.one[0], int(args.one[1]))))
+        method, n, inst = args.one[0], int(args.one[1]), args.one[2]
+        print(json.dumps(per_iteration(n) if method == "per_iteration" else run_one(method, n, inst)))
         return
-    scaling = [_subprocess("per_iteration", int(n), args.timeout) for n in args.per_iteration_sizes.split(",") if n]
+    instances = [s for s in args.instances.split(",") if s]
+    limit = _limits(args.anchor_max)
+    scaling = [
+        _subprocess(["--one", "per_iteration", str(n), "qp"], args.timeout, {"N": n})
+        for n in _ints(args.per_iteration_sizes)
+    ]
     if scaling:
-        OUT.mkdir(exist_ok=True)
-        lines = ["| N | per iteration (ms) | per battery and iteration (us) |", "|---:|---:|---:|"]
-        lines += [f"| {r['N']} | {r['per_iteration_ms']:.1f} | {r['per_battery_iteration_us']:.1f} |" for r in scaling]
-        (OUT / "coordination_scaling.md").write_text("\n".join(lines) + "\n")
-        print("\n".join(lines))
-        if not args.sizes:
-            return
-    OUT.mkdir(exist_ok=True)
-    rows = []
-    for n in [int(s) for s in args.sizes.split(",") if s]:
-        methods = (
-            ["aladin"]
-            + (["admm"] if n <= args.admm_max else [])
-            + (["centralized"] if n <= args.centralized_max else [])
+        body = markdown_table(
+            scaling,
+            [
+                ("N", "N"),
+                ("iterations", "iterations"),
+                ("per_iteration_ms", "per iteration (ms)"),
+                ("per_battery_iteration_us", "per battery and iteration (us)"),
+            ],
         )
-        for m in methods:
-            r = _subprocess(m, n, args.timeout)
-            print(json.dumps({k: v for k, v in r.items() if k != "history"}), flush=True)
-            rows.append(r)
+        write_results(
+            "coordination_scaling",
+            title="IP-ALADIN: time per battery and iteration",
+            notes=f"First 10 iterations of a net-zero target, `random_fleet(N, seed=42)`, T = {T}, K = {K}; "
+            "compiled first, the faster of two timed runs.",
+            sections=[("Per-iteration cost against N", body)],
+            data=scaling,
+        )
+        print(body)
+    rows = []
+    for n in _ints(args.sizes):
+        for inst in instances:
+            if inst == "lp" and n > args.lp_max:
+                continue
+            methods = ["aladin"] + (["admm"] if n <= args.admm_max and inst == "qp" else [])
+            methods += [a for a in ANCHORS[inst] if n <= limit.get(a, 10**9)]
+            for m in methods:
+                r = _subprocess(["--one", m, str(n), inst], args.timeout, {"method": m, "N": n, "instance": inst})
+                print(json.dumps({k: v for k, v in r.items() if k != "history"}), flush=True)
+                rows.append(r)
     processes = []
-    for n in [int(s) for s in args.process_sizes.split(",") if s]:
-        p = whole_process(n)
-        print(json.dumps(p), flush=True)
-        processes.append(p)
-    report = write_report(rows, processes)
-    (OUT / "coordination.md").write_text(report)
-    (OUT / "coordination.json").write_text(json.dumps({"rows": rows, "processes": processes}, indent=1))
-    plot(rows, OUT / "coordination.png")
-    print(report)
+    for n in _ints(args.process_sizes):
+        for inst in instances:
+            p = whole_process(n, inst, [a for a in ANCHORS[inst] if n <= limit.get(a, 10**9)])
+            print(json.dumps(p), flush=True)
+            processes.append(p)
+    if not rows and not processes:
+        return
+    sections = tables(rows, processes, [i for i in instances if any(r["instance"] == i for r in rows)])
+    fig = save_figure(plot(rows), "coordination") if any(r.get("history") for r in rows) else None
+    write_results(
+        "coordination",
+        title="Coordination to a binding target: IP-ALADIN, ADMM and the centralized anchors",
+        notes=f"T = {T} hourly steps, K = {K} scenarios (`synthetic_market(K, T, seed=7)`), target = {THETA} x "
+        "the uncoordinated fleet profile; every measurement in a fresh process."
+        + ("\n\n![convergence](coordination.png)" if fig else ""),
+        sections=sections,
+        data={"rows": rows, "processes": processes},
+    )
+    for _, body in sections:
+        print(body)
 
 
 if __name__ == "__main__":

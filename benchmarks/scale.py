@@ -1,4 +1,4 @@
-"""Benchmark of scale-out (issue 7): memory per battery, the largest fleet, and the fleet split over devices.
+"""Benchmark of scale-out: memory per battery, the largest fleet, and the fleet split over devices.
 
 T = 24 hourly steps, K = 20 scenarios, ``random_fleet(N, seed=42)``, target = half the uncoordinated fleet
 profile (as ``benchmarks/coordination.py``). Every measurement runs in a fresh subprocess:
@@ -8,15 +8,17 @@ profile (as ``benchmarks/coordination.py``). Every measurement runs in a fresh s
 * ``--rss-sizes``: whole coordinations on one device, peak resident memory (``ru_maxrss``) and time;
   the slope of peak RSS in N is the bytes per battery a run really needs;
 * ``--devices-n`` with ``--device-counts``: the same fleet on 1, 2, 4 forced host devices (CPU), time per
-  iteration and the difference of the answer to the one-device answer;
+  iteration, its ratio to one device's, and the difference of the answer to the one-device answer;
 * ``--large N``: one coordination of N batteries (the largest fleet), with its per-iteration log in
   ``benchmarks/out/scale_runs/large_N.log``.
 
-    .venv/bin/python benchmarks/scale.py                              # memory, RSS and devices (about 10 min)
+    .venv/bin/python benchmarks/scale.py                              # memory, RSS and devices (about 3 min)
+    .venv/bin/python benchmarks/scale.py --memory-sizes 100,200 --rss-sizes 100,200 --devices-n 100
     .venv/bin/python benchmarks/scale.py --memory-sizes '' --rss-sizes '' --devices-n 0 --large 100000
 
-Each run leaves ``benchmarks/out/scale_runs/*.json``; every invocation rewrites ``benchmarks/out/scale.md``
-(the tables quoted in the README) from all of them.
+Writes ``benchmarks/results/scale.md`` and ``scale.json`` from the runs of this invocation (memory, RSS and
+devices), and ``scale_large.md`` / ``.json`` for ``--large``. Scratch (the device runs' answers, the large
+run's log) goes to ``benchmarks/out/scale_runs/``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
-RUNS = OUT / "scale_runs"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from provenance import write_results  # noqa: E402
+
+RUNS = Path(__file__).resolve().parent / "out" / "scale_runs"  # scratch: answers and logs, not results
 ROOT = Path(__file__).resolve().parent.parent
 T, K, THETA = 24, 20, 0.5
 GiB = 1024.0**3
@@ -145,10 +150,9 @@ def _subprocess(args: list[str], timeout: float | None, env: dict | None = None)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _save(res: dict) -> None:
-    RUNS.mkdir(parents=True, exist_ok=True)
-    name = f"{res.get('kind', 'x')}_N{res.get('N')}_d{res.get('devices', 1)}.json"
-    (RUNS / name).write_text(json.dumps(res, indent=1))
+def _save(rows: list[dict], res: dict) -> None:
+    rows.append(res)
+    print(json.dumps(res), flush=True)
 
 
 def _fit(xs, ys):
@@ -158,21 +162,21 @@ def _fit(xs, ys):
     return float(slope), float(icpt)
 
 
-def write_report() -> str:
+def write_report(rows: list[dict]) -> list[tuple[str, str]]:
+    """The markdown sections of the runs ``rows`` (memory, RSS, large, devices; those present)."""
     import numpy as np
 
-    rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    sections: list[tuple[str, str]] = []
     mem = sorted((r for r in rows if r.get("kind") == "memory" and "total_bytes" in r), key=lambda r: r["N"])
     rss = sorted((r for r in rows if r.get("kind") == "rss" and "peak_rss_mb" in r), key=lambda r: r["N"])
     dev = sorted(
         (r for r in rows if r.get("kind") == "devices" and "peak_rss_mb" in r), key=lambda r: (r["N"], r["devices"])
     )
     large = sorted((r for r in rows if r.get("kind") == "large"), key=lambda r: r.get("N", 0))
-    lines: list[str] = []
     fit_rss = None
     if mem:
-        lines += [
-            "Buffers of the compiled ALADIN program (one device, `compiled.memory_analysis()`):",
+        lines = [
+            "One device, `compiled.memory_analysis()` (compilation only):",
             "",
             "| N | arguments (MB) | outputs (MB) | temporaries (MB) | total (MB) | per battery (kB) |",
             "|---:|---:|---:|---:|---:|---:|",
@@ -185,10 +189,12 @@ def write_report() -> str:
         if len(mem) >= 2:
             s, c = _fit([r["N"] for r in mem], [r["total_bytes"] for r in mem])
             lines += ["", f"Linear fit: {s / 1e3:.1f} kB per battery + {c / 1e6:.1f} MB."]
+        sections.append(("Buffers of the compiled ALADIN program", "\n".join(lines)))
+    lines = []
     if rss:
         lines += [
-            "",
-            "Whole coordinations on one device (fresh process each; peak resident memory, `ru_maxrss`):",
+            "Fresh process each; peak resident memory (`ru_maxrss`); time = the whole `coordinate()` call, "
+            "compilation included:",
             "",
             "| N | status | iterations | time (s) | per iteration (s) | peak RSS (MB) |",
             "|---:|---|---:|---:|---:|---:|",
@@ -211,11 +217,10 @@ def write_report() -> str:
             f"battery + {c / 2**20:.0f} MB; a 24 GiB machine (90 % usable) holds about {n_max:,.0f} "
             "batteries by this fit.",
         ]
+    if lines:
+        sections.append(("Whole coordinations on one device", "\n".join(lines)))
     if large:
-        lines += [
-            "",
-            "The largest fleets run (one device):",
-            "",
+        lines = [
             "| N | status | iterations | problem set-up (s) | first iteration incl. compilation (s) | "
             "per iteration (s) | coordination (s) | peak RSS (MB) | fit predicts (MB) |",
             "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -227,20 +232,21 @@ def write_report() -> str:
                 f"{r.get('first_iteration_s', float('nan')):.0f} | {r.get('time_per_iteration_s', float('nan')):.2f} | "
                 f"{r.get('time_s', float('nan')):.0f} | {r.get('peak_rss_mb', float('nan')):.0f} | {pred} |"
             )
+        sections.append(("The largest fleet (one device)", "\n".join(lines)))
     if dev:
-        lines += [
+        lines = [
+            f"The same fleet on forced host devices of this {os.cpu_count()}-core CPU (`--xla_force_host_platform"
+            "_device_count`). The ratio is the time per iteration over one device's (the baseline of this run); "
+            "the differences are to the one-device answer, relative to its largest entry:",
             "",
-            "The same fleet on 1, 2 and 4 forced host devices of this 2-core CPU (`--xla_force_host_platform"
-            "_device_count`; the difference is to the one-device answer, relative to its largest entry):",
-            "",
-            "| N | devices | status | iterations | per iteration (s) | speed-up | coordination (s) | CPU time (s) | "
-            "schedules diff | coupling price diff | objective diff |",
+            "| N | devices | status | iterations | per iteration (s) | per iteration / one device's | "
+            "coordination (s) | CPU time (s) | schedules diff | coupling price diff | objective diff |",
             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         base = {r["N"]: r for r in dev if r["devices"] == 1}
         for r in dev:
             b = base.get(r["N"])
-            sp = b["time_per_iteration_s"] / r["time_per_iteration_s"] if b else float("nan")
+            sp = r["time_per_iteration_s"] / b["time_per_iteration_s"] if b else float("nan")
             diffs = ["-", "-", "-"]
             f0, f1 = RUNS / f"answer_N{r['N']}_d1.npz", RUNS / f"answer_N{r['N']}_d{r['devices']}.npz"
             if b and f0.exists() and f1.exists():
@@ -256,10 +262,8 @@ def write_report() -> str:
                 f"{r['time_per_iteration_s']:.3f} | {sp:.2f} | {r['time_s']:.1f} | "
                 f"{_fmt(r.get('cpu_s'), '.1f')} | {' | '.join(diffs)} |"
             )
-    text = "\n".join(lines) + "\n"
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "scale.md").write_text(text)
-    return text
+        sections.append(("The fleet split over devices", "\n".join(lines)))
+    return sections
 
 
 def _fmt(x, spec: str) -> str:
@@ -292,35 +296,48 @@ def main() -> None:
         JAXVPP_CACHE_DIR="",
         PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
     )
+    rows: list[dict] = []
     for n in _ints(args.memory_sizes):
-        _save({**_subprocess(["--one", "memory", str(n), "1"], args.timeout, env), "kind": "memory", "N": n})
-        print(f"memory N={n} done", flush=True)
+        _save(rows, {**_subprocess(["--one", "memory", str(n), "1"], args.timeout, env), "kind": "memory", "N": n})
     for n in _ints(args.rss_sizes):
-        _save({**_subprocess(["--one", "rss", str(n), "1"], args.timeout, env), "kind": "rss", "N": n, "devices": 1})
-        print(f"rss N={n} done", flush=True)
+        _save(
+            rows,
+            {**_subprocess(["--one", "rss", str(n), "1"], args.timeout, env), "kind": "rss", "N": n, "devices": 1},
+        )
     if args.devices_n:
         for d in _ints(args.device_counts):
-            _save(
-                {
-                    **_subprocess(["--one", "devices", str(args.devices_n), str(d)], args.timeout, env),
-                    "kind": "devices",
-                    "N": args.devices_n,
-                    "devices": d,
-                }
-            )
-            print(f"devices N={args.devices_n} d={d} done", flush=True)
+            res = _subprocess(["--one", "devices", str(args.devices_n), str(d)], args.timeout, env)
+            _save(rows, {**res, "kind": "devices", "N": args.devices_n, "devices": d})
+    notes = (
+        f"T = {T} hourly steps, K = {K} scenarios, `random_fleet(N, seed=42)`, target = {THETA} x the uncoordinated "
+        "fleet profile; every measurement in a fresh process, without the compilation cache."
+    )
+    if rows:
+        sections = write_report(rows)
+        write_results(
+            "scale",
+            title="Scale-out: memory per battery and the fleet split over devices",
+            notes=notes,
+            sections=sections,
+            data=rows,
+        )
+        for _, body in sections:
+            print(body)
     if args.large:
         RUNS.mkdir(parents=True, exist_ok=True)
         log = RUNS / f"large_{args.large}.log"
-        _save(
-            {
-                **_subprocess(["--one", "large", str(args.large), "1", "--log", str(log)], args.timeout, env),
-                "kind": "large",
-                "N": args.large,
-                "devices": 1,
-            }
+        res = _subprocess(["--one", "large", str(args.large), "1", "--log", str(log)], args.timeout, env)
+        large = [{**res, "kind": "large", "N": args.large, "devices": 1}]
+        sections = write_report(large)
+        write_results(
+            "scale_large",
+            title=f"Scale-out: one coordination of {args.large} batteries",
+            notes=notes,
+            sections=sections,
+            data=large,
         )
-    print(write_report())
+        for _, body in sections:
+            print(body)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,26 @@
-"""Benchmark of sweeps (issue 6): one vmapped call against loops of separate runs.
+"""Benchmark of sweeps: one vmapped call against loops of separate runs.
 
-The issue's sweep, ``--param risk_weight --values 0:2:64`` (64 problems), on ``random_fleet(N, seed=42)``,
-T = 24, K = 20, with a binding target (half the uncoordinated fleet profile; coordinated by ALADIN) and
-without one (every battery alone). Per fleet size and mode it measures:
+The sweep ``--param risk_weight --values 0:2:64`` (64 problems), on ``random_fleet(N, seed=42)``, T = 24,
+K = 20, with a binding target (half the uncoordinated fleet profile; coordinated by ALADIN) and without one
+(every battery alone). Per fleet size and mode it measures:
 
-* **sweep, in process**: :func:`jaxvpp.studies.sweeps.sweep`, one compiled call (compiled by a first call, then timed);
+* **sweep, in process**: :func:`jaxvpp.studies.sweeps.sweep`, one compiled call (compiled by a first call,
+  then timed);
 * **loop, in process**: 64 calls of ``coordinate()`` (with a target) or ``solve_batteries()`` (without),
   compiled by a first call, then timed; the two are timed three times, alternately, and the fastest of each
-  counts (the machine is shared);
+  counts (the machine may be shared);
 * **loop of processes**: ``python -m jaxvpp coordinate`` once per value (CSV in, results out, compilation
   cache warm); ``--process-runs`` of them are timed and the mean is scaled to 64;
 * **sweep process**: one ``python -m jaxvpp sweep ... --values 0:2:64`` (cache warm, and off).
 
-Throughput is problems per second; the ratios are against the in-process sweep (the last two columns compare
-whole processes with whole processes). Each case runs in a fresh process.
+The anchors here are the loops (what a user does without the sweep): the ratios are the loop's time over
+the sweep's (throughput gain; the last two columns compare whole processes with whole processes). Each
+case runs in a fresh process.
 
-    python benchmarks/sweep.py                         # N = 10, 100 (about 10 minutes on 2 cores)
-    python benchmarks/sweep.py --sizes 10 --process-runs 2
+    .venv/bin/python benchmarks/sweep.py                         # N = 10, 100 (about 8 minutes on 2 cores)
+    .venv/bin/python benchmarks/sweep.py --sizes 10 --process-runs 2
 
-Writes ``benchmarks/out/sweep.md`` (the table quoted in the README) and ``sweep.json``.
+Writes ``benchmarks/results/sweep.md`` and ``sweep.json``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from provenance import write_results  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 T, K, B = 24, 20, 64
 REPEATS = 3
@@ -213,7 +218,6 @@ def main() -> None:
         res = in_process(n, coordinated) if kind == "in" else processes(n, coordinated, runs)
         print(json.dumps(res))
         return
-    OUT.mkdir(exist_ok=True)
     rows = []
     for n in [int(s) for s in args.sizes.split(",") if s]:
         for coordinated in (False, True):
@@ -222,10 +226,16 @@ def main() -> None:
             print(json.dumps(r), flush=True)
             rows.append(r)
     report = write_report(rows)
-    load = os.getloadavg()
-    report += f"\nLoad average at the end: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min) on {os.cpu_count()} cores.\n"
-    (OUT / "sweep.md").write_text(report)
-    (OUT / "sweep.json").write_text(json.dumps(rows, indent=1))
+    write_results(
+        "sweep",
+        title="Sweeps: one vmapped call against loops of separate runs",
+        notes=f"`--param risk_weight --values {VALUES}` ({B} problems), `random_fleet(N, seed=42)`, T = {T}, "
+        f"K = {K}; coordinated: target = half the uncoordinated fleet profile. Loops in process: the fastest of "
+        f"{REPEATS} timings, alternating with the sweep's. Loop of processes: `python -m jaxvpp coordinate` per "
+        "value with a warm compilation cache, the measured runs' mean scaled to 64.",
+        sections=[("Sweep against loops", report)],
+        data=rows,
+    )
     print(report)
 
 

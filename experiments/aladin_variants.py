@@ -3,10 +3,11 @@
     .venv/bin/python experiments/aladin_variants.py            # all four fleets, about 6-7 minutes on 2 cores
     .venv/bin/python experiments/aladin_variants.py --fleets 0 # only the first (smallest) fleet
 
-Writes ``experiments/out/aladin_variants.md`` (one table row per fleet, method and start: iterations to
-tolerance or "not converged after n" with the reason, final coupling residual, final objective gap to
-Clarabel, wall time after compilation) and ``experiments/out/aladin_variants.png`` (coupling residual per
-battery against iteration, log scale, one panel per fleet and cold/warm start). ``ALADIN_VARIANTS_DEBUG=1``
+Writes ``experiments/results/aladin_variants.md`` and ``.json`` (one table row per fleet, method and start:
+iterations to tolerance or "not converged after n" with the reason, final coupling residual, final
+objective gap to Clarabel, wall time after compilation and its ratio to Clarabel's solve of the same
+problem) and ``experiments/results/aladin_variants.png`` if it stays small (coupling residual per battery
+against iteration, log scale, one panel per fleet and cold/warm start). ``ALADIN_VARIANTS_DEBUG=1``
 prints every iteration of the safeguarded textbook runs.
 
 The fleets are ``jaxvpp.random_fleet`` with ``synthetic_market`` prices; the target is theta times the
@@ -19,7 +20,7 @@ the iteration cap (100; ADMM 300), or divergence (non-finite iterates or a multi
 Methods:
 
 * ``IP-ALADIN``: ``jaxvpp.coordination.coordinate(method="aladin", tol=1e-8)`` (one coupled primal-dual
-  Newton step per iteration), warm-started with ``warm_start=first.history["_state"]``. It runs to its
+  Newton step per iteration), warm-started with ``warm_start=first.warm_start``. It runs to its
   own stopping test; the table reports the first iteration of its history that met the common rule.
 * ``ADMM``: the exchange ADMM of ``jaxvpp.coordination``, stepped from Python with the library's own
   ``admm_step`` (``_variants_lib.admm_iteration``) so that the experiment's stop rule can be checked every
@@ -59,6 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from _variants_lib import (
     admm_cold_carry,
@@ -67,6 +69,7 @@ from _variants_lib import (
     cold_local,
     textbook_iteration,
 )
+from provenance import EXPERIMENT_RESULTS, save_figure, write_results
 
 import jaxvpp
 from jaxvpp.battery.solution import solve_batteries
@@ -74,7 +77,6 @@ from jaxvpp.coordination.api import coordinate
 from jaxvpp.coordination.feasibility import check_target
 from jaxvpp.reference import solve_fleet_reference
 
-OUT = Path(__file__).resolve().parent / "out"
 RES_TOL = 1e-6  #: coupling residual per battery (MW)
 GAP_TOL = 1e-6  #: relative objective gap to Clarabel
 CAP = 100  #: iteration cap (ALADIN variants)
@@ -393,7 +395,7 @@ def run_fleet(f: dict, idx: int, log) -> tuple[Problem, list[Run]]:
     # interior-point ALADIN
     r, res = ip_aladin(pb, "cold")
     done(r)
-    r, _ = ip_aladin(pb, "warm", warm_start=res.history["_state"])
+    r, _ = ip_aladin(pb, "warm", warm_start=res.warm_start)
     done(r)
     # ADMM (the library's iteration stepped from Python; warm from its final state)
     r, carry = admm_stepped(pb, "cold", None, check_library=(idx == 0))
@@ -436,60 +438,64 @@ def run_fleet(f: dict, idx: int, log) -> tuple[Problem, list[Run]]:
     return pb, runs
 
 
-def _library_version() -> str:
-    """The commit of the checkout and whether jaxvpp/ had uncommitted changes (the run imports the work tree)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "jaxvpp"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git)"
-    return f"jaxvpp at {head}" + (" with uncommitted changes under jaxvpp/" if dirty else "")
-
-
-def write_table(results, path: Path, elapsed: float) -> None:
+def write_table(results, out_dir: Path, elapsed: float) -> None:
+    notes = (
+        f"Stop rule: coupling residual <= {RES_TOL:g} MW per battery and |objective - Clarabel| / |Clarabel| <= "
+        f"{GAP_TOL:g}; cap {CAP} iterations (ADMM {ADMM_CAP}). Warm = re-coordination on target x 1.03 (or x 0.97) "
+        "from the previous solution. Residual and gap are those of the last iteration run. Wall time excludes "
+        "compilation; the ratio is it over Clarabel's solve of the same coupled problem (`jaxvpp.reference`, "
+        "model building included)."
+    )
     lines = [
-        "# Textbook ALADIN vs interior-point ALADIN vs ADMM",
-        "",
-        (
-            "Written by `.venv/bin/python experiments/aladin_variants.py`. Stop rule: coupling residual "
-            f"<= {RES_TOL:g} MW per battery and |objective - Clarabel| / |Clarabel| <= {GAP_TOL:g}; cap {CAP} iterations "
-            f"(ADMM {ADMM_CAP}). Warm = re-coordination on target x 1.03 (or x 0.97) from the previous solution. "
-            "Residual and gap are those of the last iteration run. Wall time excludes compilation."
-        ),
-        "",
         (
             "| fleet | method | start | iterations to tolerance | final coupling residual (MW) | final objective gap | "
-            "wall time (s) |"
+            "wall time (s) | wall / Clarabel |"
         ),
-        "|---|---|---|---|---:|---:|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|",
     ]
+    data = []
     for pb, runs in results:
         for r in runs:
+            key = "warm" if r.start.startswith("warm") else "cold"
+            rel = r.wall / pb.ref_time[key] if pb.ref_time.get(key) else float("nan")
             lines.append(
                 f"| {fleet_label(pb.f)} | {r.method} | {r.start} | {r.outcome().replace('|', '/')} | {r.cres[-1]:.1e} | "
-                f"{r.gaps[-1]:+.1e} | {r.wall:.2f} |"
+                f"{r.gaps[-1]:+.1e} | {r.wall:.2f} | {rel:.2f} |"
             )
-    lines += ["", "Targets: theta x the uncoordinated fleet profile; re-dispatch factor and Clarabel times:", ""]
+            data.append(
+                dict(
+                    fleet=pb.f,
+                    method=r.method,
+                    start=r.start,
+                    iterations_to_tolerance=r.hit,
+                    outcome=r.outcome(),
+                    coupling_residual_mw=r.cres,
+                    objective_gap=r.gaps,
+                    wall_s=r.wall,
+                    clarabel_s=pb.ref_time.get(key),
+                )
+            )
+    fleets = []
     for pb, _ in results:
-        lines.append(
+        fleets.append(
             f"* {fleet_label(pb.f)}: seed {pb.f['seed']}, theta {pb.f['theta']}, re-dispatch x{pb.warm_factor}, "
             f"Clarabel objective {pb.ref['cold']:.6g} / {pb.ref['warm']:.6g} EUR "
             f"({pb.ref_time['cold']:.1f} s / {pb.ref_time['warm']:.1f} s)"
             + (f"; {pb.library_check}" if hasattr(pb, "library_check") else "")
         )
-    lines += [
-        "",
-        f"Total run time {elapsed:.0f} s ({os.cpu_count()} CPU cores). Library version: {_library_version()}.",
-        "",
-    ]
-    path.write_text("\n".join(lines))
+    fig = plot(results)
+    saved = save_figure(fig, "aladin_variants", out_dir, dpi=80)
+    write_results(
+        "aladin_variants",
+        title="Textbook ALADIN vs interior-point ALADIN vs ADMM",
+        notes=notes + ("\n\n![coupling residual against iteration](aladin_variants.png)" if saved else ""),
+        sections=[
+            ("Iterations to tolerance", "\n".join(lines)),
+            ("Targets (theta x the uncoordinated fleet profile), re-dispatch factor and Clarabel", "\n".join(fleets)),
+        ],
+        data={"runs": data, "elapsed_s": elapsed},
+        out_dir=out_dir,
+    )
 
 
 STYLE = {
@@ -502,7 +508,7 @@ STYLE = {
 }
 
 
-def plot(results, path: Path) -> None:
+def plot(results):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -552,8 +558,7 @@ def plot(results, path: Path) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def main(argv=None) -> int:
@@ -561,17 +566,15 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--fleets", type=int, nargs="*", default=list(range(len(FLEETS))), help="indices into FLEETS (default: all)"
     )
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=EXPERIMENT_RESULTS, help="results folder")
     args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results = []
     for i in args.fleets:
         results.append(run_fleet(FLEETS[i], i, lambda s: print(s, flush=True)))
     elapsed = time.perf_counter() - t0
-    write_table(results, args.out / "aladin_variants.md", elapsed)
-    plot(results, args.out / "aladin_variants.png")
-    print(f"wrote {args.out / 'aladin_variants.md'} and {args.out / 'aladin_variants.png'} ({elapsed:.0f} s)")
+    write_table(results, args.out, elapsed)
+    print(f"wrote {args.out / 'aladin_variants.md'} ({elapsed:.0f} s)")
     return 0
 
 

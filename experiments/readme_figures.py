@@ -1,14 +1,14 @@
-"""Regenerate the README's figures and the numbers of its `jaxvpp run` section.
+"""Regenerate the figures of the README and docs and the numbers of the `jaxvpp run` section.
 
 Run from the repository root:
 
     .venv/bin/python experiments/readme_figures.py
 
 It runs the default main job (the same as `jaxvpp run`, built-in defaults, figures at 80 dpi so that the
-copies stay small) into experiments/out/run/ (data in experiments/out/run_data/), copies the figures the
-README shows to docs/img/, and writes experiments/out/readme_run.md: the phase times and the
-coordinated/uncoordinated/ADMM figures of this run. About a minute on 2 CPU cores; the compilation cache
-(~/.cache/jaxvpp/xla, JAXVPP_CACHE_DIR) is used as by the command line.
+copies stay small) into experiments/out/run/ (scratch; data in experiments/out/run_data/), copies the
+figures the README shows to docs/img/, and writes experiments/results/readme_run.md and .json: the phase
+times and the coordinated/uncoordinated/ADMM figures of this run. About a minute on 2 CPU cores; the
+compilation cache (~/.cache/jaxvpp/xla, JAXVPP_CACHE_DIR) is used as by the command line.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from provenance import write_results  # noqa: E402
 
 from jaxvpp.cli import enable_compilation_cache  # noqa: E402
 from jaxvpp.config import DEFAULT  # noqa: E402
 from jaxvpp.pipeline import run  # noqa: E402
 
-OUT = ROOT / "experiments" / "out"
+OUT = ROOT / "experiments" / "out"  # scratch: the run's outputs and data
 IMG = ROOT / "docs" / "img"
 #: figures the README shows (results/<name> -> docs/img/run_<name>)
 FIGURES = ("schedule.png", "convergence.png", "frontier.png", "risk_bands.png")
@@ -54,6 +57,20 @@ def table(summary: dict) -> str:
     )
 
 
+def _jsonable(x):
+    """The run summary with anything that is not JSON as its string."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return str(x)
+
+
 if __name__ == "__main__":
     enable_compilation_cache()
     cfg = DEFAULT.override({"output.dpi": 80})
@@ -63,5 +80,11 @@ if __name__ == "__main__":
         shutil.copyfile(OUT / "run" / name, IMG / f"run_{name}")
         print(f"copied {name} -> {(IMG / f'run_{name}').relative_to(ROOT)}")
     md = table(result.summary)
-    (OUT / "readme_run.md").write_text(md)
+    write_results(
+        "readme_run",
+        title="The default `jaxvpp run`",
+        sections=[("Uncoordinated, coordinated by ALADIN and by ADMM", md)],
+        data=_jsonable(result.summary),
+        out_dir=ROOT / "experiments" / "results",
+    )
     print(md)
