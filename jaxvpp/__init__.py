@@ -16,7 +16,7 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from jaxvpp.battery import BatterySolution, solve_batteries  # noqa: E402
-from jaxvpp.coordination import CoordinationResult, check_target, coordinate  # noqa: E402
+from jaxvpp.coordination import ALADINWarmStart, CoordinationResult, Status, check_target, coordinate  # noqa: E402
 from jaxvpp.errors import InfeasibleTargetError, InputError, NumericalError  # noqa: E402
 from jaxvpp.pipeline import RunResult, run  # noqa: E402
 from jaxvpp.problem import (  # noqa: E402
@@ -35,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULTS",
+    "ALADINWarmStart",
     "FLEET_COLUMNS",
     "BatterySolution",
     "CoordinationResult",
@@ -46,6 +47,7 @@ __all__ = [
     "RunResult",
     "Sensitivities",
     "Settings",
+    "Status",
     "check_target",
     "coordinate",
     "make_fleet",

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvpp.battery.solution import solve_batteries
-from jaxvpp.problem import Settings, random_fleet, synthetic_market
+from jaxvpp.problem import Settings, make_fleet, random_fleet, synthetic_market
 
 #: (N, K, T, dt): N from 2 to 300, K from 1 to 30, 24 hourly and 96 quarter-hourly steps
 SHAPES = [
@@ -66,3 +66,28 @@ def random_instance(seed: int):
     mixed = bool(rng.random() < 0.5)
     kind = TARGET_KINDS[int(rng.integers(len(TARGET_KINDS)))]
     return make_instance(seed, shape, mixed=mixed, kind=kind)
+
+
+#: fleets whose batteries share their efficiencies: identical copies, or sizes in proportion 2 : 1 : 1
+ROUNDOFF_KINDS = ("identical", "proportional")
+
+
+def roundoff_instance(seed: int, kind: str, theta: float = 0.5, shape: tuple[int, int, float] = (20, 24, 1.0)):
+    """A fleet of three batteries with the same efficiencies and a target of ``theta`` times its own
+    uncoordinated net power, unrounded (the idle steps carry round-off such as 1e-11 MW).
+
+    Such a target leaves the fleet no slack in energy: every battery must end the day as full as it began,
+    and with equal efficiencies no shift between batteries creates any; the plain coupled problem then has
+    an unbounded set of multipliers.
+    """
+    K, T, dt = shape
+    if kind == "identical":
+        fleet = make_fleet(3, capacity_mwh=1.0, power_mw=0.5)
+    elif kind == "proportional":
+        fleet = make_fleet(3, capacity_mwh=np.array([2.0, 1.0, 1.0]), power_mw=np.array([1.0, 0.5, 0.5]))
+    else:
+        raise ValueError(kind)
+    market = synthetic_market(K, T, seed=seed, dt_hours=dt)
+    settings = Settings(dt_hours=dt)
+    free = np.asarray(jnp.sum(solve_batteries(fleet, market, settings).net_mw, axis=0))
+    return fleet, market, settings, theta * free

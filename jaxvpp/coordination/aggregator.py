@@ -52,15 +52,21 @@ class CouplingFactor(NamedTuple):
     chol: Array  #: (T, T) lower Cholesky factor of the equilibrated, regularised matrix
 
 
-def factor_coupling(messages: AgentMessage, regularisation: float = 1e-11) -> CouplingFactor:
+def factor_coupling(
+    messages: AgentMessage, regularisation: float = 1e-11, elastic_curvature: Array | None = None
+) -> CouplingFactor:
     """Add up the batteries' curvatures and factor them (the coupling QP's KKT matrix).
 
     ``sum_i M_i`` is positive semidefinite and, in the end game of an LP-like problem, nearly singular:
     at steps where every battery sits at a bound its diagonal is of the order of the barrier parameter.
-    It is equilibrated (Jacobi) and regularised before the factorisation; the caller refines the
-    coupled solve iteratively, so the regularisation does not bias the answer.
+    ``elastic_curvature`` (T,), MW per (EUR/MW): the aggregator's own elastic variables' diagonal
+    (:func:`elastic_curvature`), added before the factorisation; it is part of the system, not a
+    regularisation. The sum is equilibrated (Jacobi) and regularised; the caller refines the coupled solve
+    iteratively, so the regularisation does not bias the answer.
     """
     M = jnp.sum(messages.curvature, axis=0)
+    if elastic_curvature is not None:
+        M = M + jnp.diag(elastic_curvature)
     T = M.shape[0]
     d = 1.0 / jnp.sqrt(jnp.maximum(jnp.diagonal(M), 1e-300))
     return CouplingFactor(scale=d, chol=jnp.linalg.cholesky(M * d[:, None] * d[None, :] + regularisation * jnp.eye(T)))
@@ -83,4 +89,84 @@ def common_step(steps: StepMessage, fraction: float = 0.99) -> tuple[Array, Arra
     return (
         jnp.minimum(1.0, fraction * jnp.min(steps.max_primal)),
         jnp.minimum(1.0, fraction * jnp.min(steps.max_dual)),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Elastic coupling: the aggregator's own variables, which keep the multiplier bounded
+# --------------------------------------------------------------------------------------------------
+#
+# The coupled problem is solved in elastic form: ``sum_i p_i + u - w = target`` with ``u, w >= 0`` (MW),
+# each priced at ``rho`` (EUR per MW of p_t), an exact penalty. Its multiplier satisfies
+# ``z_u = rho + lam >= 0`` and ``z_w = rho - lam >= 0``, so ``|lam| < rho``. Where the target leaves the
+# fleet no slack (for instance a target scaled from the fleet's own schedule, when every battery must end
+# the day exactly as full as it began and all have the same efficiencies), the multipliers of the plain
+# problem form an unbounded set; an interior-point method then lets the multiplier drift by orders of
+# magnitude until the batteries' barrier systems lose all accuracy. The elastic variables bound it. When
+# ``rho`` exceeds the smallest optimal multiplier (:func:`elastic_penalty`), the elastic problem has the
+# plain problem's solution with ``u = w = 0``; a target the fleet cannot meet ends with ``u - w != 0``.
+
+ELASTIC_FACTOR = 10.0  #: the penalty rho as a multiple of the largest marginal value a battery reports
+ELASTIC_START = 1e-2  #: the elastic variables' starting margin, relative to 1 + max|target| (MW)
+
+
+class Elastic(NamedTuple):
+    """The aggregator's elastic variables (MW): ``sum_i p_i + u - w = target``."""
+
+    u: Array  #: (T,) >= 0: the fleet's shortfall below the target that the penalty pays for
+    w: Array  #: (T,) >= 0: the excess above the target
+
+
+def elastic_penalty(marginal_value_bounds: Array) -> Array:
+    """The penalty ``rho`` (T,), EUR per MW of p_t, from the bound each battery sends once (N, T): an upper
+    bound on the value of one MW of its net power at each step. ``ELASTIC_FACTOR`` times the largest, plus 1."""
+    return ELASTIC_FACTOR * (jnp.max(marginal_value_bounds, axis=0) + 1.0)
+
+
+def elastic_start(residual_mw: Array, scale_mw: Array) -> Elastic:
+    """Elastic variables that close the starting coupling residual ``sum_i p_i - target`` (MW), with a margin."""
+    margin = ELASTIC_START * scale_mw
+    return Elastic(u=jnp.maximum(-residual_mw, 0.0) + margin, w=jnp.maximum(residual_mw, 0.0) + margin)
+
+
+def elastic_duals(rho: Array, lam: Array) -> tuple[Array, Array]:
+    """The elastic variables' multipliers ``(rho + lam, rho - lam)`` (EUR/MW), positive while ``|lam| < rho``."""
+    return rho + lam, rho - lam
+
+
+def elastic_curvature(el: Elastic, rho: Array, lam: Array) -> Array:
+    """``u / z_u + w / z_w`` (T,), MW per (EUR/MW): how the elastic variables answer a multiplier step."""
+    zu, zw = elastic_duals(rho, lam)
+    return el.u / zu + el.w / zw
+
+
+def elastic_complementarity(el: Elastic, rho: Array, lam: Array) -> tuple[Array, Array]:
+    """``(u z_u, w z_w)`` (T,) each, EUR: the elastic rows' complementarity."""
+    zu, zw = elastic_duals(rho, lam)
+    return el.u * zu, el.w * zw
+
+
+def elastic_gradient(el: Elastic, rho: Array, lam: Array, r_cu: Array, r_cw: Array) -> Array:
+    """The elastic rows' part of the coupling right-hand side (MW) for complementarity residuals
+    ``r_cu = u z_u - sigma mu`` and ``r_cw`` (EUR): ``-r_cu / z_u + r_cw / z_w``."""
+    zu, zw = elastic_duals(rho, lam)
+    return -r_cu / zu + r_cw / zw
+
+
+def elastic_step(el: Elastic, rho: Array, lam: Array, dlam: Array, r_cu: Array, r_cw: Array) -> Elastic:
+    """The elastic variables' Newton step for the multiplier step ``dlam`` (``dz_u = dlam``, ``dz_w = -dlam``)."""
+    zu, zw = elastic_duals(rho, lam)
+    return Elastic(u=(-r_cu - el.u * dlam) / zu, w=(-r_cw + el.w * dlam) / zw)
+
+
+def elastic_max_step(el: Elastic, rho: Array, lam: Array, d_el: Elastic, dlam: Array) -> Array:
+    """Largest step in (0, 1] that keeps ``u, w, z_u, z_w`` positive (the aggregator's fraction to the boundary)."""
+    zu, zw = elastic_duals(rho, lam)
+
+    def room(v, dv):
+        return jnp.min(jnp.where(dv < 0, -v / jnp.where(dv < 0, dv, -1.0), jnp.inf))
+
+    return jnp.minimum(
+        1.0,
+        jnp.minimum(jnp.minimum(room(el.u, d_el.u), room(el.w, d_el.w)), jnp.minimum(room(zu, dlam), room(zw, -dlam))),
     )

@@ -28,7 +28,18 @@ primal and dual residual, the fleet's relative duality gap and the coupling resi
 ``1 + max|target|``) are all below ``tol``. Near the end, where the factorisations lose the accuracy the
 coupled solve needs, a step that makes an almost converged iterate much worse is rejected and retried
 with stronger centring, and a run that stops improving at an acceptable accuracy ends there; the best
-iterate seen is what is reported. A target the fleet cannot meet shows as a diverging multiplier.
+iterate seen is what is reported.
+
+**Elastic coupling.** The aggregator solves the coupling in elastic form, ``sum_i p_i + u - w = target``
+with its own variables ``u, w >= 0`` priced at ``rho`` per MW (an exact penalty, see
+:mod:`jaxvpp.coordination.aggregator`): the multiplier then stays in ``|lam| < rho``. Without it, a target
+that leaves the fleet no slack (a target scaled from the fleet's own schedule, for batteries that all
+have the same efficiencies and must end the day as full as they began) has an unbounded set of
+multipliers, along which the iterates drifted until the batteries' factorisations lost all accuracy.
+``rho`` is ten times the largest marginal value of a MW that any battery reports (once, before the first
+iteration: a bound from its prices, efficiencies, risk weight and costs), so on a feasible target the
+elastic variables vanish and the answer is the plain problem's. A target the fleet cannot meet ends with
+the elastic problem solved and the coupling violated (``u - w != 0`` at the steps concerned).
 
 **The code.** :func:`aladin_problem` builds the :class:`ALADINProblem` once (the fleet's QPs and scales,
 the target, the tolerances, the padding weights of a sharded run, the live log's call id);
@@ -257,11 +268,13 @@ class ALADINState(NamedTuple):
     best_measures: Measures  #: the measures of the best iterate
     since_best: Array  #: iterations since the best iterate
     rejections: Array  #: consecutive rejected steps (end-game recovery)
+    elastic: agg.Elastic  #: the aggregator's elastic variables (MW)
+    best_elastic: agg.Elastic  #: those of the best iterate
 
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["qp", "sc", "target", "scale_target", "dt_hours", "weight", "n_real", "log_id"],
+    data_fields=["qp", "sc", "target", "scale_target", "dt_hours", "rho", "weight", "n_real", "log_id"],
     meta_fields=["tol", "max_iter"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -274,6 +287,7 @@ class ALADINProblem:
     target: Array  #: (T,) the community target (MW)
     scale_target: Array  #: 1 + max|target| (MW): the coupling residual's reference
     dt_hours: Array  #: step length (hours)
+    rho: Array  #: (T,) the elastic penalty (EUR per MW of p_t), :func:`~jaxvpp.coordination.aggregator.elastic_penalty`
     weight: Array | None  #: (N,) 1 a battery, 0 a padding replica (sharded run); None: all 1
     n_real: Array | None  #: sum(weight) (batteries that count); None without weights
     log_id: Array | None  #: call id of a sink registered by :func:`live_log`; None: no live log
@@ -307,18 +321,32 @@ def aladin_problem(
     # A stays the market's one (K, T) matrix: its products with the fleet's vectors are single matrix products
     qp, sc = jax.vmap(lambda b: build_qp(b, market, settings), out_axes=(FLEET_QP_AXES, 0))(fleet)
     target = jnp.asarray(target_mw)
+    bounds = jax.vmap(lambda b: marginal_value_bound(b, market, settings))(fleet)
     return ALADINProblem(
         qp=qp,
         sc=sc,
         target=target,
         scale_target=1.0 + jnp.max(jnp.abs(target)),
         dt_hours=settings.dt_hours,
+        rho=agg.elastic_penalty(bounds),
         weight=weight,
         n_real=None if weight is None else jnp.sum(weight),
         log_id=log_id,
         tol=tol,
         max_iter=max_iter,
     )
+
+
+def marginal_value_bound(battery: Fleet, market: Market, settings: Settings) -> Array:
+    """An upper bound (T,), EUR per MW of p_t, on what one more MW of net power at a step is worth to one
+    battery: the highest scenario price, scaled up by its risk weight and round-trip losses, plus its
+    throughput and quadratic costs at full power (``(1 + lambda) max_k pi_kt dt / (eta_c eta_d) +
+    (deg + 2 q P) dt``). What the battery sends the aggregator once, for its elastic penalty."""
+    dt = settings.dt_hours
+    price = jnp.max(jnp.abs(market.prices), axis=0)
+    losses = battery.eta_charge * battery.eta_discharge
+    costs = (battery.degradation_eur_per_mwh + 2.0 * battery.quadratic_cost_eur_per_mw2h * battery.power_mw) * dt
+    return (1.0 + battery.risk_weight) * price * dt / losses + costs
 
 
 def _over_fleet(f, *axes):
@@ -347,14 +375,16 @@ def _fleet_objective(pb: ALADINProblem, local: LocalState) -> Array:
     return jnp.sum(_weighted(pb.weight, pb.sc.money * _over_fleet(objective, 0)(pb.qp, local.x)))
 
 
-def _measures(pb: ALADINProblem, local: LocalState, lam: Array):
+def _measures(pb: ALADINProblem, local: LocalState, lam: Array, el: agg.Elastic):
     """Largest relative primal and dual residuals over the batteries, the fleet's relative duality gap
-    (EUR, against the fleet objective: a battery with an objective near zero need not resolve its own
-    relative gap to 1e-8), the coupling residual (MW) and the fleet objective (EUR)."""
+    (EUR, with the elastic rows', against the fleet objective: a battery with an objective near zero need not
+    resolve its own relative gap to 1e-8), the coupling residual (MW, of the plain coupling) and the fleet
+    objective (EUR)."""
     pres, dres, _ = _over_fleet(_local_measures, 0, 0, None)(pb.qp, pb.sc, local, lam)
     r = agg.coupling_residual(_net_powers(pb, local.x), pb.target)
     cres = jnp.max(jnp.abs(r))
     gap_eur = jnp.sum(_weighted(pb.weight, pb.sc.money * jnp.sum(local.s * local.z, axis=1)))
+    gap_eur = gap_eur + sum(jnp.sum(c) for c in agg.elastic_complementarity(el, pb.rho, lam))
     obj = _fleet_objective(pb, local)
     return jnp.max(pres), jnp.max(dres), gap_eur / (1.0 + jnp.abs(obj)), cres, obj
 
@@ -364,11 +394,12 @@ def _merit(pb: ALADINProblem, pres, dres, gap, cres) -> Array:
     return jnp.maximum(jnp.maximum(pres, dres), jnp.maximum(gap, cres / pb.scale_target)) / pb.tol
 
 
-def _direction(pb: ALADINProblem, fac, Y, M, cfac, local, r_d, r_p, r_c, net, tgt):
+def _direction(pb: ALADINProblem, fac, Y, M, cfac, local, r_d, r_p, r_c, net, tgt, D):
     """Newton direction of the coupled system, refined as a whole.
 
     Solves, for every battery, ``Q dx + G'dz + S~' dlam = -r_d``, ``G dx + ds = -r_p``,
-    ``Z ds + S dz = -r_c``, and for the fleet ``sum_i (net_i + S_i dx_i) = tgt``. The approximate
+    ``Z ds + S dz = -r_c``, and for the fleet ``sum_i (net_i + S_i dx_i) = tgt + D dlam`` (``D``: the elastic
+    variables' curvature; ``tgt`` carries their part of the right-hand side). The approximate
     solve (local step with the battery's factor, aggregator solve, local recovery with the SAME
     factor) is consistent with the curvatures ``M_i`` the batteries sent, so the recovered steps meet
     the linearised coupling exactly; iterative refinement against the residuals of the whole coupled
@@ -384,10 +415,10 @@ def _direction(pb: ALADINProblem, fac, Y, M, cfac, local, r_d, r_p, r_c, net, tg
     v_response = _over_fleet(coupling_response, 0, 0, 0, 0, 0, None)
     v_dual = _over_fleet(coupling_dual, 0, None)
 
-    def approx(rd, rp, rc, n):
+    def approx(rd, rp, rc, n, shift):
         x0, s0, z0 = v_once(qp, fac, s, z, rd, rp, rc)
         msgs = agg.AgentMessage(curvature=M, gradient=_net_powers(pb, x0), net_mw=n)
-        dl, _ = agg.solve_coupling(cfac, msgs, tgt)
+        dl, _ = agg.solve_coupling(cfac, msgs, tgt + shift)
         hx, hs, hz = v_response(qp, fac, Y, sc, s, z, dl)
         return primal_map(jnp.add, x0, hx), s0 + hs, z0 + hz, dl
 
@@ -402,15 +433,15 @@ def _direction(pb: ALADINProblem, fac, Y, M, cfac, local, r_d, r_p, r_c, net, tg
         )
         e_p = r_p + _over_fleet(apply_G, 0)(qp, dx) + ds
         e_c = r_c + z * ds + s * dz
-        return e_d, e_p, e_c, net + _net_powers(pb, dx)
+        return e_d, e_p, e_c, net + _net_powers(pb, dx), D * dl
 
-    def size(e_d, e_p, e_c, e_n):
+    def size(e_d, e_p, e_c, e_n, shift):
         return jnp.maximum(
             jnp.maximum(max_abs(e_d), max_abs(e_p)),
-            jnp.maximum(max_abs(e_c), jnp.max(jnp.abs(jnp.sum(e_n, axis=0) - tgt)) / pb.scale_target),
+            jnp.maximum(max_abs(e_c), jnp.max(jnp.abs(jnp.sum(e_n, axis=0) - tgt - shift)) / pb.scale_target),
         )
 
-    rhs = (r_d, r_p, r_c, net)
+    rhs = (r_d, r_p, r_c, net, jnp.zeros_like(tgt))
     goal = REFINE_RTOL * size(*rhs)
 
     def more(carry):
@@ -440,7 +471,9 @@ def aladin_start(pb: ALADINProblem, warm_start: ALADINWarmStart | None = None) -
         (x0, s0, z0), lam0 = warm_start
         s0, z0 = jnp.maximum(s0, 1e-4), jnp.maximum(z0, 1e-4)
     local0 = LocalState(x=x0, s=s0, z=z0)
-    pres, dres, gap, cres, _ = _measures(pb, local0, lam0)
+    lam0 = jnp.clip(lam0, -0.5 * pb.rho, 0.5 * pb.rho)  # inside the elastic bounds |lam| < rho
+    el0 = agg.elastic_start(agg.coupling_residual(_net_powers(pb, x0), pb.target), pb.scale_target)
+    pres, dres, gap, cres, _ = _measures(pb, local0, lam0, el0)
     nan = jnp.full(pb.max_iter, jnp.nan)
     m0 = _merit(pb, pres, dres, gap, cres)
     return ALADINState(
@@ -468,6 +501,8 @@ def aladin_start(pb: ALADINProblem, warm_start: ALADINWarmStart | None = None) -
         best_measures=Measures(primal_residual=pres, dual_residual=dres, coupling_residual_mw=cres, gap=gap),
         since_best=jnp.asarray(0),
         rejections=jnp.asarray(0),
+        elastic=el0,
+        best_elastic=el0,
     )
 
 
@@ -489,7 +524,12 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
     Y = jax.vmap(coupling_panel)(fac)
     M = _weighted(pb.weight, jax.vmap(coupling_curvature)(Y, sc))
     p_now = _net_powers(pb, local.x)
-    cfac = agg.factor_coupling(agg.AgentMessage(curvature=M, gradient=jnp.zeros_like(p_now), net_mw=p_now))
+    el, rho = state.elastic, pb.rho
+    D = agg.elastic_curvature(el, rho, lam)
+    cfac = agg.factor_coupling(
+        agg.AgentMessage(curvature=M, gradient=jnp.zeros_like(p_now), net_mw=p_now), elastic_curvature=D
+    )
+    comp_e = sum(agg.elastic_complementarity(el, rho, lam))  # (T,) EUR
     comp = jnp.sum(s * z, axis=1)
     rows = s.shape[1]
     mu = jnp.sum(_weighted(pb.weight, comp)) / (pb.batteries * rows)
@@ -507,16 +547,18 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
         st_ = fleet_steps(ds_, dz_)
         return jnp.minimum(1.0, 0.99 * jnp.minimum(st_.max_primal, st_.max_dual))
 
-    def step_len(ds_, dz_):
-        return jnp.minimum(*agg.common_step(fleet_steps(ds_, dz_)))
+    def step_len(ds_, dz_, del_, dl_):
+        """The common step: every battery's fraction to the boundary and the aggregator's own."""
+        a = jnp.minimum(*agg.common_step(fleet_steps(ds_, dz_)))
+        return jnp.minimum(a, 0.99 * agg.elastic_max_step(el, rho, lam, del_, dl_))
 
     # One loop over the coupled solves of an iteration, so that the solve is compiled once:
     # k = 0 predictor (affine), k = 1 Mehrotra corrector, k >= 2 Gondzio's centrality correctors.
     # Each is a full coupled solve with the same factorisations: local step, aggregator, recovery.
     def solve_k(k, carry):
         dirn, aff, target_c = carry
-        dx, ds, dz, dlam = dirn
-        ds_a, dz_a = aff
+        dx, ds, dz, dlam, d_el = dirn
+        ds_a, dz_a, del_a, dl_a = aff
 
         # Mehrotra's centring target, per battery: batteries' scaled units differ, and one fleet-wide
         # mu over-centres some and under-centres others (a weighted central path). The affine step
@@ -534,7 +576,7 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
         target_c = lax.cond(k == 1, mehrotra_target, lambda _: target_c, None)
 
         def gondzio_rc(_):
-            a_cur = step_len(ds, dz)
+            a_cur = step_len(ds, dz, d_el, dlam)
             a_try = jnp.minimum(1.0, 1.5 * a_cur + 0.1)
             v = (s + a_try * ds) * (z + a_try * dz)
             lo, hi = 0.1 * target_c, 10.0 * target_c
@@ -546,6 +588,18 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
             return jnp.where(k == 0, s * z, s * z + ds_a * dz_a - target_c), jnp.asarray(0.0, s.dtype)
 
         r_c, a_cur = lax.cond(k >= 2, gondzio_rc, newton_rc, None)
+        # the aggregator's elastic rows: Mehrotra's corrector with their own affine step and no centring floor
+        # (a floor of SIGMA_MIN kept u and w from vanishing as fast as the batteries' gaps on some fleets:
+        # 11 of 12 equal-efficiency fleets converged against 12); no centrality correctors for them
+        a_e = jnp.minimum(1.0, 0.99 * agg.elastic_max_step(el, rho, lam, del_a, dl_a))
+        zu, zw = agg.elastic_duals(rho, lam)
+        trial_e = jnp.sum((el.u + a_e * del_a.u) * (zu + a_e * dl_a) + (el.w + a_e * del_a.w) * (zw - a_e * dl_a))
+        sigma_e = jnp.clip((trial_e / jnp.sum(comp_e)) ** 3, jnp.where(state.rejections > 0, RECOVERY_SIGMA, 0.0), 1.0)
+        mu_e = jnp.sum(comp_e) / (2 * comp_e.shape[0])
+        cu, cw = agg.elastic_complementarity(el, rho, lam)
+        r_cu = jnp.where(k == 0, cu, jnp.where(k == 1, cu + del_a.u * dl_a - sigma_e * mu_e, 0.0))
+        r_cw = jnp.where(k == 0, cw, jnp.where(k == 1, cw - del_a.w * dl_a - sigma_e * mu_e, 0.0))
+        g_e = agg.elastic_gradient(el, rho, lam, r_cu, r_cw)
         use_res = k <= 1
         rd_k = jax.tree.map(lambda a, b: jnp.where(use_res, a, b), r_d, zero_d)
         rp_k = jnp.where(use_res, r_p, zero_p)
@@ -561,33 +615,36 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
             rp_k,
             r_c,
             jnp.where(use_res, p_now, 0.0),
-            jnp.where(use_res, pb.target, 0.0),
+            jnp.where(use_res, pb.target - el.u + el.w, 0.0) - g_e,
+            D,
         )
+        new = (*new, agg.elastic_step(el, rho, lam, new[3], r_cu, r_cw))
 
         # combine: k <= 1 replaces the direction; k >= 2 adds the correction if it lengthens the step
         def add_if_longer(_):
-            cx, cs, cz, cl = new
-            summed = (primal_map(jnp.add, dx, cx), ds + cs, dz + cz, dlam + cl)
-            better = step_len(summed[1], summed[2]) >= 1.01 * a_cur
+            cx, cs, cz, cl, ce = new
+            summed = (primal_map(jnp.add, dx, cx), ds + cs, dz + cz, dlam + cl, jax.tree.map(jnp.add, d_el, ce))
+            better = step_len(summed[1], summed[2], summed[4], summed[3]) >= 1.01 * a_cur
             return jax.tree.map(lambda n, o: jnp.where(better, n, o), summed, dirn)
 
         new_dir = lax.cond(k <= 1, lambda _: new, add_if_longer, None)
-        new_aff = lax.cond(k == 0, lambda _: (new[1], new[2]), lambda _: (ds_a, dz_a), None)
+        new_aff = lax.cond(k == 0, lambda _: (new[1], new[2], new[4], new[3]), lambda _: aff, None)
         return new_dir, new_aff, target_c
 
-    zdir = (jax.tree.map(jnp.zeros_like, local.x), jnp.zeros_like(s), jnp.zeros_like(z), jnp.zeros_like(lam))
-    init = (zdir, (jnp.zeros_like(s), jnp.zeros_like(z)), jnp.zeros((N, 1), s.dtype))
-    (dx, ds, dz, dlam), _, _ = lax.fori_loop(0, 2 + GONDZIO_CORRECTORS, solve_k, init)
-    steps = fleet_steps(ds, dz)
+    zero_el = jax.tree.map(jnp.zeros_like, el)
+    zdir = (jax.tree.map(jnp.zeros_like, local.x), jnp.zeros_like(s), jnp.zeros_like(z), jnp.zeros_like(lam), zero_el)
+    init = (zdir, (jnp.zeros_like(s), jnp.zeros_like(z), zero_el, jnp.zeros_like(lam)), jnp.zeros((N, 1), s.dtype))
+    (dx, ds, dz, dlam, d_el), _, _ = lax.fori_loop(0, 2 + GONDZIO_CORRECTORS, solve_k, init)
     # one step length for primal and dual: with Q != 0 separate ones stalled the dual residual
-    alpha = jnp.minimum(*agg.common_step(steps))
+    alpha = step_len(ds, dz, d_el, dlam)
     new_local = LocalState(
         x=primal_map(lambda a, b: a + alpha * b, local.x, dx),
         s=jnp.maximum(s + alpha * ds, 1e-300),
         z=jnp.maximum(z + alpha * dz, 1e-300),
     )
     new_lam = lam + alpha * dlam
-    pres, dres, gap, cres, obj = _measures(pb, new_local, new_lam)
+    new_el = jax.tree.map(lambda v, dv: jnp.maximum(v + alpha * dv, 1e-300), el, d_el)
+    pres, dres, gap, cres, obj = _measures(pb, new_local, new_lam, new_el)
     finite = jnp.isfinite(pres + dres + gap + cres) & jnp.all(jnp.isfinite(new_lam))
     m_new = jnp.where(finite, _merit(pb, pres, dres, gap, cres), jnp.inf)
     conv = m_new <= 1.0
@@ -605,8 +662,13 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
     since_best = jnp.where(better, 0, state.since_best + 1)
     at_acceptable = state.best_merit * pb.tol <= ACCEPTABLE_TOL
     breakdown = (~finite) | (rejections >= MAX_REJECTIONS) | (at_acceptable & (since_best >= STALL_ITERATIONS))
-    diverged = jnp.max(jnp.abs(new_lam)) / pb.dt_hours > 1e9
-    status = jnp.where(breakdown, Status.NUMERICAL_ERROR.code, jnp.where(diverged, Status.INFEASIBLE_TARGET.code, 0))
+    # the elastic problem solved while the plain coupling is not met: the target is out of the fleet's reach
+    r_el = agg.coupling_residual(_net_powers(pb, new_local.x), pb.target) + new_el.u - new_el.w
+    elastic_done = finite & (_merit(pb, pres, dres, gap, jnp.max(jnp.abs(r_el))) <= 1.0)
+    out_of_reach = elastic_done & (cres / pb.scale_target > pb.tol)
+    status = jnp.where(
+        breakdown, Status.NUMERICAL_ERROR.code, jnp.where(out_of_reach, Status.INFEASIBLE_TARGET.code, 0)
+    )
     it = state.iteration
     row = History(
         primal_residual=pres,
@@ -642,6 +704,8 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
         best_measures=jax.tree.map(take, measures, state.best_measures),
         since_best=since_best,
         rejections=rejections,
+        elastic=jax.tree.map(keep, new_el, el),
+        best_elastic=jax.tree.map(take, new_el, state.best_elastic),
     )
 
 
@@ -652,7 +716,7 @@ def aladin_running(pb: ALADINProblem, state: ALADINState) -> Array:
 
 def aladin_finish(pb: ALADINProblem, final: ALADINState) -> ALADINState:
     """The state to report at the end of a run: the best iterate (the last one unless the end-game guard
-    stopped the loop or the limit hit; a diverging multiplier is reported as it stands) and its measures,
+    stopped the loop or the limit hit; a target out of reach is reported as it stands) and its measures,
     with the final :attr:`Status.code` (an end-game breakdown at the acceptable level counts as converged)."""
     acceptable = final.best_merit * pb.tol <= ACCEPTABLE_TOL
     status = jnp.where(
@@ -670,6 +734,7 @@ def aladin_finish(pb: ALADINProblem, final: ALADINState) -> ALADINState:
     return final._replace(
         local=jax.tree.map(pick, final.best_local, final.local),
         lam=pick(final.best_lam, final.lam),
+        elastic=jax.tree.map(pick, final.best_elastic, final.elastic),
         status=status,
         converged=status == Status.CONVERGED.code,
         primal_residual=pick(best.primal_residual, final.primal_residual),

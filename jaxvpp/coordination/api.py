@@ -147,6 +147,7 @@ def coordinate(
             x = st.local.x
             lam = np.asarray(st.lam)
             warm = ALADINWarmStart(local=st.local, lam=st.lam)
+            shortfall = np.asarray(st.elastic.u) - np.asarray(st.elastic.w)  # MW the fleet does not deliver
             accuracy = float(st.best_merit) * tol
             if log is not None and status == Status.CONVERGED and accuracy > tol:
                 log(
@@ -203,14 +204,15 @@ def coordinate(
         status = Status.NUMERICAL_ERROR
     infeasible: list[tuple[int, str]] = []
     if status == Status.INFEASIBLE_TARGET:
-        warm = None  # a diverged multiplier is no place to start from
-        price = np.abs(lam) / settings.dt_hours
-        for t in np.flatnonzero(price >= 1e-3 * np.max(price)):
+        warm = None  # an iterate that misses the target is no place to start from
+        reach = tol * (1.0 + float(np.max(np.abs(target))))
+        for t in np.flatnonzero(np.abs(shortfall) > reach):
+            side = "below" if shortfall[t] > 0 else "above"
             infeasible.append(
                 (
                     int(t),
-                    f"the coupling price diverged ({price[t]:.3g} EUR/MWh): the fleet cannot "
-                    "meet the target with its power, ramp and energy limits",
+                    f"the fleet stays {abs(shortfall[t]):.3g} MW {side} the target: it cannot meet it with its "
+                    "power, ramp and energy limits",
                 )
             )
     return CoordinationResult(
