@@ -164,7 +164,8 @@ class FleetConfig:
     """The prosumers' batteries."""
 
     file: str = _key(
-        "", "fleet.csv (battery_id and parameter columns, see docs/file-formats.md); empty = a random heterogeneous fleet"
+        "",
+        "fleet.csv (battery_id and parameter columns, see docs/file-formats.md); empty = a random heterogeneous fleet",
     )
     batteries: int = _key(100, "number of batteries in the random fleet", _at_least(1))
     seed: int = _key(0, "random seed of the fleet's parameters", _at_least(0))
