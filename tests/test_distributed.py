@@ -126,6 +126,7 @@ def four_devices() -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_sharded_equals_single_device_on_four_host_devices(four_devices):
     """N = 10 and N = 7 (not divisible by 4: padded) on 4 forced host devices against 1 device: schedules,
     coupling prices and objective within 1e-8 relative, the same iterations."""
@@ -133,6 +134,7 @@ def test_sharded_equals_single_device_on_four_host_devices(four_devices):
         _same_answer(four_devices[n]["4"], four_devices[n]["1"], int(n))
 
 
+@pytest.mark.slow
 def test_sharded_warm_start_and_live_log(four_devices):
     """A warm start (the one-device result's ``warm_start``, padded for 4 devices) and a live log on the
     sharded run: the one-device answer, and one logged line per iteration."""
@@ -143,6 +145,7 @@ def test_sharded_warm_start_and_live_log(four_devices):
     assert warm["1"]["iterations"] < four_devices["7"]["1"]["iterations"]
 
 
+@pytest.mark.slow
 def test_xla_partitions_the_fleet_and_only_sums_communicate(four_devices):
     """In the compiled sharded program every per-battery array has N/4 batteries, and the only collectives
     are all-reduces of scalars, T-vectors and the T x T curvature (no all-gather of battery data)."""
@@ -159,6 +162,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(four_devices):
     """Two processes on this machine (2 host devices each, gloo collectives over TCP) coordinate N = 7 over
     the 4 devices and give the single-device answer."""

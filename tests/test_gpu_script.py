@@ -77,6 +77,7 @@ def test_the_blocked_packages_cannot_be_imported(blocked_env):
         assert proc.returncode != 0, f"{name} is importable in the blocked environment"
 
 
+@pytest.mark.slow
 def test_smoke_writes_markdown_and_json_with_provenance(smoke):
     proc, md, data = smoke
     prov = data["provenance"]
@@ -95,6 +96,7 @@ def test_smoke_writes_markdown_and_json_with_provenance(smoke):
     assert f"jaxlib {prov['versions']['jaxlib']}" in md
 
 
+@pytest.mark.slow
 def test_smoke_has_a_row_per_step(smoke):
     _, md, data = smoke
     assert [s["step"] for s in data["data"]["steps"]] == list(STEPS)
@@ -107,6 +109,7 @@ def test_smoke_has_a_row_per_step(smoke):
     assert len(data["data"]["goals"]) == 5
 
 
+@pytest.mark.slow
 def test_smoke_correctness_passes_on_the_cpu(smoke):
     _, _, data = smoke
     step = next(s for s in data["data"]["steps"] if s["step"] == "correctness")
@@ -118,6 +121,7 @@ def test_smoke_correctness_passes_on_the_cpu(smoke):
     assert aladin["status_cpu"] == aladin["status_device"] == "converged"
 
 
+@pytest.mark.slow
 def test_smoke_measures_solver_and_aladin(smoke):
     _, _, data = smoke
     steps = {s["step"]: s for s in data["data"]["steps"]}

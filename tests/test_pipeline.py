@@ -231,6 +231,7 @@ def test_files_agree_with_each_other(small_run):
     assert load_config(out / "config.toml") == expected  # the effective config, flags applied
 
 
+@pytest.mark.slow
 def test_failed_run_leaves_nothing_behind(small_run, tmp_path, monkeypatch):
     base = small_run[0]
     cfg = load_config(base / "small.toml").override({"fleet.batteries": N})  # compiled programs are reused

@@ -287,6 +287,17 @@ def _wait_for_hook(proc: subprocess.Popen, timeout: float = 240.0) -> None:
     raise AssertionError(f"the child never reached the hook: {proc.stdout.read()} {proc.stderr.read()}")
 
 
+def _finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """``proc.communicate(timeout)``; a child that does not finish in time is killed (not left paused)."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("point, expected", [("staged", "old"), ("swapped", "new")])
 def test_sigkill_during_the_write_leaves_a_complete_set(point, expected, inputs, reference, tmp_path):
     out = tmp_path / "out"
@@ -354,6 +365,7 @@ _WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("existing", [False, True])
 def test_a_second_writer_waits_and_the_set_is_complete(existing, tmp_path):
     out = tmp_path / "out"
@@ -364,8 +376,8 @@ def test_a_second_writer_waits_and_the_set_is_complete(existing, tmp_path):
     first = _start([sys.executable, "-c", _WRITER, str(out), "first"], "staged:sleep=3")
     _wait_for_hook(first)  # it holds the lock, its files staged
     second = _start([sys.executable, "-c", _WRITER, str(out), "second"], None)
-    _, err_first = first.communicate(timeout=120)
-    _, err_second = second.communicate(timeout=120)
+    _, err_first = _finish(first, 120)
+    _, err_second = _finish(second, 120)
     assert first.returncode == 0 and second.returncode == 0, (err_first, err_second)
     names = sorted(p.name for p in out.iterdir())
     expected = [f"f{i:02d}.csv" for i in range(20)] + ([f"f{i:02d}.csv" for i in range(20, 25)] if existing else [])
@@ -375,6 +387,7 @@ def test_a_second_writer_waits_and_the_set_is_complete(existing, tmp_path):
     assert _debris(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_two_commands_at_once_leave_one_complete_set(inputs, reference, tmp_path):
     out = tmp_path / "out"
     procs = [
@@ -382,7 +395,7 @@ def test_two_commands_at_once_leave_one_complete_set(inputs, reference, tmp_path
         for alpha in ("0.05", "0.25")
     ]
     for p in procs:
-        _, err = p.communicate(timeout=300)
+        _, err = _finish(p, 300)
         assert p.returncode == 0, err
     assert _which_set(out, reference) in ("old", "new") and _debris(tmp_path) == []
 
@@ -392,17 +405,19 @@ def test_two_commands_at_once_leave_one_complete_set(inputs, reference, tmp_path
 # ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigint_is_one_line_exit_130_and_nothing_written(inputs, tmp_path):
     out = tmp_path / "out"
     child = _start([sys.executable, "-m", "jaxvpp", *_argv("coordinate", inputs, out)], "staged:pause")
     _wait_for_hook(child)  # every file prepared, nothing committed
     child.send_signal(signal.SIGINT)
-    stdout, stderr = child.communicate(timeout=60)
+    stdout, stderr = _finish(child, 60)
     assert child.returncode == 130
     assert _one_error_line(stderr) == "interrupted: nothing written"
     assert not out.exists() and _debris(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_sigint_during_the_commit_is_raised_after_it(inputs, reference, tmp_path):
     out = tmp_path / "out"
     child = _start(
@@ -410,7 +425,7 @@ def test_sigint_during_the_commit_is_raised_after_it(inputs, reference, tmp_path
     )
     _wait_for_hook(child)
     child.send_signal(signal.SIGINT)
-    _, stderr = child.communicate(timeout=60)
+    _, stderr = _finish(child, 60)
     assert child.returncode == 130
     assert _one_error_line(stderr) == f"interrupted after writing {out} (complete)"
     assert _which_set(out, reference) == "new" and _debris(tmp_path) == []

@@ -11,11 +11,12 @@ differentiable through its optimality conditions, in two layers of the implicit 
    with the coupling multiplier ``lambda`` (EUR per MW of ``p_t``) as a linear price,
    ``x_i = argmin f_i(x_i) + lambda' p_i``. This is exact wherever that local solution is unique, which the
    quadratic power cost guarantees (``q_i > 0``: strictly convex in charge and discharge). So
-   ``x_i = x_i(theta_i, market, settings, lambda)`` is differentiated like the battery solver does it
-   (:func:`_local_at`: the transposed local KKT system on the active set, :func:`jaxvpp.battery.kernel.adjoint_solve`,
-   then the VJP of the local KKT residual through :func:`jaxvpp.battery.qp.build_qp`).
-2. **The multiplier.** ``lambda`` is defined by the T equations ``g = sum_i p_i(theta_i, lambda) - target = 0``
-   (:func:`_multiplier`). Its VJP needs ``J = dg/dlambda = sum_i dp_i/dlambda`` (T x T, symmetric negative
+   ``x_i = x_i(theta_i, market, settings, lambda)`` is differentiated as the battery solver differentiates
+   its own optimum, by a custom VJP that re-solves nothing: the transposed local KKT system on the active
+   set (:func:`jaxvpp.battery.kernel.adjoint_solve`), then the VJP of the local KKT residual through
+   :func:`jaxvpp.battery.qp.build_qp`.
+2. **The multiplier.** ``lambda`` is defined by the T equations ``g = sum_i p_i(theta_i, lambda) - target = 0``,
+   and its custom VJP differentiates through them. That VJP needs ``J = dg/dlambda = sum_i dp_i/dlambda`` (T x T, symmetric negative
    semidefinite: each term is minus the battery's active-set response, the matrix ALADIN's aggregator adds
    up), computed by T local adjoint solves per battery that share one factorisation, then one T x T solve.
 

@@ -72,9 +72,9 @@ class BatchResult(NamedTuple):
 
 
 #: Batteries per lock-step batch of a sweep. The problems run in chunks of about this many batteries (a
-#: ``lax.map`` over ``vmap``-ped chunks): on the 2-core CPU a risk-weight sweep of 64 x 100 batteries took 14 s in
-#: chunks of 1024 batteries and 5.3-5.6 s in chunks of 64-256 (the working set stays in cache), and smaller
-#: chunks of coordinated problems also wait less for their slowest member.
+#: ``lax.map`` over ``vmap``-ped chunks): a chunk of a few hundred batteries keeps its working set in the CPU's
+#: cache, where chunks of a thousand or more do not, and in a small chunk a coordinated problem waits less
+#: for the slowest member of its chunk.
 CHUNK_BATTERIES = 128
 
 
@@ -174,7 +174,10 @@ def solve_batch(
         markets: prices (B, K, T) EUR/MWh, probabilities (B, K).
         settings: ``dt_hours`` and ``alpha`` of shape (B,) (the baseline is shared).
         targets: (B, T) MW, or None: every battery solved on its own.
-        tol, max_iter: ALADIN's (default 1e-8, 100) or the battery solver's (default 1e-9, 80).
+        tol: relative tolerance: ALADIN's (default 1e-8) with targets, the battery solver's (default 1e-9)
+            without.
+        max_iter: iteration limit: ALADIN's (default 100) with targets, the battery solver's (default 80)
+            without.
 
     Returns:
         A :class:`BatchResult`. A target that fails :func:`jaxvpp.coordination.check_target` gets the status
