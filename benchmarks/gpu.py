@@ -71,7 +71,7 @@ GOALS = {
     "speedup_100k": "time per battery-iteration at N = 100,000 at least 20x below the 2-core CPU's",
 }
 
-#: This project's 2-core development CPU (AMD EPYC, load average about 1.5), commit 6b9f7a0 in a clean
+#: This project's 2-core development CPU (AMD EPYC, load average about 1.5), a clean
 #: checkout: microseconds per battery-iteration after compilation (the second call), from
 #: ``bash benchmarks/gpu.sh --cpu-reference`` (the ``cpu-reference`` plan; see docs/gpu.md).
 CPU_REFERENCE: dict[str, Any] = {
