@@ -16,9 +16,10 @@ differentiable through its optimality conditions, in two layers of the implicit 
    set (:func:`jaxvpp.battery.kernel.adjoint_solve`), then the VJP of the local KKT residual through
    :func:`jaxvpp.battery.qp.build_qp`.
 2. **The multiplier.** ``lambda`` is defined by the T equations ``g = sum_i p_i(theta_i, lambda) - target = 0``,
-   and its custom VJP differentiates through them. That VJP needs ``J = dg/dlambda = sum_i dp_i/dlambda`` (T x T, symmetric negative
-   semidefinite: each term is minus the battery's active-set response, the matrix ALADIN's aggregator adds
-   up), computed by T local adjoint solves per battery that share one factorisation, then one T x T solve.
+   and a second custom VJP differentiates through them. It needs ``J = dg/dlambda = sum_i dp_i/dlambda``
+   (T x T, symmetric negative semidefinite: each term is minus the battery's active-set response, the matrix
+   ALADIN's aggregator adds up), computed by T local adjoint solves per battery that share one
+   factorisation, then one T x T solve.
 
 Both layers together are the implicit derivative of the whole coupled KKT system (eliminating the local
 blocks first is its Schur complement on the coupling rows, the structure of an ALADIN step). It is
