@@ -14,7 +14,7 @@ import sys
 import jax
 
 from jaxvpp.cli import market, run, solve, study
-from jaxvpp.cli.common import EXIT_INFEASIBLE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NUMERICAL, EXIT_OK
+from jaxvpp.cli.common import EXIT_INFEASIBLE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NUMERICAL, EXIT_OK, input_error
 from jaxvpp.errors import InputError
 from jaxvpp.files import InterruptedAfterWrite
 
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except InputError as exc:  # e.g. an output path that fails only when written
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return input_error(exc)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 from jaxvpp import io
@@ -12,6 +13,14 @@ from jaxvpp.errors import InputError
 from jaxvpp.problem import Fleet, Market, Settings, random_fleet, synthetic_market
 
 EXIT_OK, EXIT_NUMERICAL, EXIT_INPUT, EXIT_INFEASIBLE = 0, 1, 2, 3
+
+
+def input_error(exc: Exception) -> int:
+    """Report bad input (``error: <file, row, column or parameter: message>`` on stderr); returns exit code 2."""
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_INPUT
+
+
 #: ``Ctrl-C`` (128 + SIGINT, as a shell reports it).
 EXIT_INTERRUPTED = 130
 

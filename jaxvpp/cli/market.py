@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from jaxvpp.cli.common import EXIT_INPUT, EXIT_OK
+from jaxvpp.cli.common import EXIT_OK, input_error
 from jaxvpp.errors import InputError
 from jaxvpp.files import check_file, check_folder
 from jaxvpp.market.forecasting import FORECAST_FILES, ForecastConfig, run_forecast, write_forecast
@@ -35,8 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _fail(exc: Exception) -> int:
-    print(f"error: {exc}", file=sys.stderr)
-    return EXIT_INPUT
+    return input_error(exc)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -85,7 +84,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
         df = synthetic_prices(args.days, args.resolution, args.seed, start=args.start)
         write_price_file(df, args.out, option="--out")
     except (InputError, ValueError) as exc:
-        return _fail(exc)
+        return input_error(exc)
     print(
         f"wrote {args.out}: {len(df)} steps ({args.days} days at {args.resolution} min), seed {args.seed}, "
         f"prices {df['price_eur_per_mwh'].min():.1f} to {df['price_eur_per_mwh'].max():.1f} EUR/MWh"
@@ -151,7 +150,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             if args.out is not None:
                 write_price_file(df, out, option="--out")
     except InputError as exc:
-        return _fail(exc)
+        return input_error(exc)
     print(
         f"wrote {out}: {len(df)} steps from {df['timestamp'].iloc[0].isoformat()} "
         f"to {df['timestamp'].iloc[-1].isoformat()} (UTC)"
@@ -248,7 +247,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
         write_forecast(result, args.out, option="--out")
     except InputError as exc:
-        return _fail(exc)
+        return input_error(exc)
     m = result.metrics
     print(
         f"forecast for {m['forecast_day']} ({m['forecast_steps']} steps) in {args.out}/quantiles.csv; backtest "
@@ -330,7 +329,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
         )
         write_scenarios(result, out, option="--out")
     except InputError as exc:
-        return _fail(exc)
+        return input_error(exc)
     e = result.metrics["reductions"]
     print(
         f"wrote {out}/scenarios.csv: {len(result.reductions[args.reduction].probabilities)} scenarios "

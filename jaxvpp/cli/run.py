@@ -8,9 +8,9 @@ from pathlib import Path
 
 from jaxvpp.cli.common import (
     EXIT_INFEASIBLE,
-    EXIT_INPUT,
     EXIT_NUMERICAL,
     EXIT_OK,
+    input_error,
     set_up_devices,
 )
 from jaxvpp.config import DEFAULT, default_config_text, load_config
@@ -156,14 +156,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = run_config(args)
         check_outputs(cfg)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return input_error(exc)
     if cfg.coordination.devices > 1:  # before the pipeline starts JAX (CPU: forced host devices)
         try:
             set_up_devices(cfg.coordination.devices)
         except InputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_INPUT
+            return input_error(exc)
 
     log = None if args.quiet else print
     if log:
@@ -181,8 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run(cfg, log=log)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return input_error(exc)
     except InfeasibleTargetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INFEASIBLE
@@ -226,7 +223,6 @@ def cmd_init_config(args: argparse.Namespace) -> int:
             raise InputError("exists; use --force to overwrite it", file=args.out, column="--out")
         write_file(args.out, text, option="--out")
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return input_error(exc)
     print(f"wrote {args.out}; run it with: jaxvpp run --config {args.out}")
     return EXIT_OK

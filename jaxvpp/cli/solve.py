@@ -14,9 +14,9 @@ from jaxvpp import io
 from jaxvpp.battery.solution import solve_batteries
 from jaxvpp.cli.common import (
     EXIT_INFEASIBLE,
-    EXIT_INPUT,
     EXIT_OK,
     add_problem_arguments,
+    input_error,
     read_problem,
     set_up_devices,
 )
@@ -97,8 +97,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
         set_up_devices(args.devices, args.coordinator, args.num_processes, args.process_id)
         ids, fleet, steps, market, target, settings = read_problem(args)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return input_error(exc)
 
     extra_files: dict[str, str] = {}
     if target is not None:
@@ -192,8 +191,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
             option="--out",
         )
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return input_error(exc)
     status = "converged" if summary["converged"] else summary["status"]
     print(
         f"{len(ids)} batteries, {len(steps)} steps, {market.num_scenarios} scenarios: "

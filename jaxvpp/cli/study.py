@@ -21,10 +21,10 @@ import pandas as pd
 from jaxvpp import io
 from jaxvpp.cli.common import (
     EXIT_INFEASIBLE,
-    EXIT_INPUT,
     EXIT_NUMERICAL,
     EXIT_OK,
     add_problem_arguments,
+    input_error,
     read_problem,
 )
 from jaxvpp.coordination.feasibility import check_target
@@ -114,8 +114,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         check_folder(args.out, option="--out", names=SENSITIVITY_FILES)
         ids, fleet, steps, market, labels, target, settings = _inputs(args)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return input_error(exc)
     if target is not None:
         why = _infeasible(fleet, target, settings, steps, args.target)
         if why:
@@ -178,8 +177,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
             option="--out",
         )
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return input_error(exc)
     flag = "" if sens.smooth else " (not smooth here: see summary.json)"
     print(
         f"{len(ids)} batteries, {len(steps)} steps: objective {sens.objective_eur:.2f} EUR ({sens.status}, "
@@ -230,8 +228,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         ids, fleet, steps, market, _labels, target, settings = _inputs(args)
         check_values(args.param, values, has_target=target is not None)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return input_error(exc)
     if target is not None and args.param != "target_scale":
         why = _infeasible(fleet, target, settings, steps, args.target)
         if why:
@@ -271,8 +268,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         io.write_outputs(args.out, files, owned=SWEEP_FILES, option="--out")
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return input_error(exc)
     print(
         f"{len(values)} values of {args.param} x {len(ids)} batteries in one batched call: {summary['converged']} "
         f"converged; solve {t_solve:.1f} s (compilation included), {summary['wall_time_s']:.1f} s in all; wrote "
