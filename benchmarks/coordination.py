@@ -46,10 +46,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from instances import K, T, fleet_and_market  # noqa: E402
 from provenance import markdown_table, ratio, save_figure, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-T, K, THETA = 24, 20, 0.5
+THETA = 0.5
 INSTANCES = {
     "qp": "random_fleet(N, seed=42), quadratic costs q > 0",
     "lp": "the same fleet with q = 0 (a linear program)",
@@ -63,14 +64,9 @@ def _problem(n: int, instance: str = "qp"):
     import jax.numpy as jnp
     import numpy as np
 
-    import jaxvpp
     from jaxvpp.battery.solution import solve_batteries
 
-    fleet, market = jaxvpp.random_fleet(n, seed=42), jaxvpp.synthetic_market(K, T, seed=7)
-    if instance == "lp":
-        fleet = fleet._replace(quadratic_cost_eur_per_mw2h=jnp.zeros(n))
-    elif instance != "qp":
-        raise ValueError(f"instance must be 'qp' or 'lp', got {instance!r}")
+    fleet, market = fleet_and_market(n, instance)
     free = np.asarray(jnp.sum(solve_batteries(fleet, market).net_mw, axis=0))
     return fleet, market, THETA * free
 

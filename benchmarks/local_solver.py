@@ -35,9 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from instances import K, T, fleet_and_market  # noqa: E402
 from provenance import markdown_table, ratio, write_results  # noqa: E402
 
-T, K = 24, 20
 INSTANCES = {
     "qp": "random_fleet(N, seed=42), quadratic costs q > 0",
     "lp": "the same fleet with q = 0 (a linear program)",
@@ -56,19 +56,6 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _problem(n: int, instance: str = "qp"):
-    import jax.numpy as jnp
-
-    import jaxvpp
-
-    fleet, market = jaxvpp.random_fleet(n, seed=42), jaxvpp.synthetic_market(K, T, seed=7)
-    if instance == "lp":
-        fleet = fleet._replace(quadratic_cost_eur_per_mw2h=jnp.zeros(n))
-    elif instance != "qp":
-        raise ValueError(f"instance must be 'qp' or 'lp', got {instance!r}")
-    return fleet, market
-
-
 def run_one(method: str, n: int, instance: str, repeats: int) -> dict:
     """Measure one method on one instance at one fleet size (in this process)."""
     import numpy as np
@@ -76,7 +63,7 @@ def run_one(method: str, n: int, instance: str, repeats: int) -> dict:
     import jaxvpp  # noqa: F401  (float64)
     from jaxvpp.problem import Settings, fleet_take
 
-    fleet, market = _problem(n, instance)
+    fleet, market = fleet_and_market(n, instance)
     st = Settings()
     base_rss = _peak_rss_mb()
     res: dict = {"method": method, "instance": instance, "N": n, "anchor": method in ANCHORS}
