@@ -210,7 +210,11 @@ class CoordinationConfig:
 
     tol: float = _key(1e-8, "ALADIN's relative tolerance on primal, dual and coupling residuals", _positive)
     max_iter: int = _key(100, "ALADIN's iteration limit (about 30 iterations on the default example)", _at_least(1))
-    admm: bool = _key(True, "also run ADMM for the convergence comparison (true/false)")
+    admm: bool = _key(
+        False,
+        "also run ADMM, the baseline of the convergence comparison (true/false; off by default: on a "
+        "15-minute day it costs more than every other phase together)",
+    )
     admm_max_iter: int = _key(
         150, "ADMM's iteration limit (it converges slowly: about 1e-2 MW per battery after 150)", _at_least(1)
     )

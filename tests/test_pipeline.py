@@ -30,6 +30,7 @@ count = 6
 batteries = 5
 seed = 1
 [coordination]
+admm = true
 admm_max_iter = 20
 [frontier]
 risk_weights = [2.0, 0.0, 0.5]

@@ -99,7 +99,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
             "   5 uncoordinated every battery's own risk-aware optimum\n"
             "   6 target        the aggregator's committed schedule: theta x the fleet's point-forecast schedule\n"
             "   7 ALADIN        the fleet coordinated to the target (live per-iteration log)\n"
-            "   8 ADMM          the baseline, for the convergence comparison\n"
+            "   8 ADMM          the baseline, for the convergence comparison (opt-in: --admm)\n"
             "   9 frontier      expected profit against CVaR over risk weights (one batched solve)\n"
             "  10 outputs       OUT/schedules.csv, summary.json, convergence.csv, frontier.csv, the forecast and\n"
             "                   scenario files, config.toml and the figures risk_bands.png, scenarios.png,\n"
@@ -121,7 +121,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
             flag, "N" if typ is int else "X"
         )
         p.add_argument(flag, dest=dest, type=typ, default=None, metavar=metavar, help=text)
-    p.add_argument("--no-admm", action="store_true", help="skip the ADMM baseline ([coordination] admm = false)")
+    admm = p.add_mutually_exclusive_group()
+    admm.add_argument(
+        "--admm", action="store_true", help="also run the ADMM baseline for the comparison ([coordination] admm = true)"
+    )
+    admm.add_argument("--no-admm", action="store_true", help="skip the ADMM baseline ([coordination] admm = false)")
     p.add_argument("--no-plots", action="store_true", help="write no figures ([output] plots = false)")
     p.add_argument("--quiet", action="store_true", help="no progress display and no ALADIN log; only the result line")
     p.set_defaults(func=cmd_run)
@@ -142,8 +146,9 @@ def run_config(args: argparse.Namespace):
             for k in keys:
                 values[k] = v
                 flag_of[k] = flag
-    if args.no_admm:
-        values["coordination.admm"], flag_of["coordination.admm"] = False, "--no-admm"
+    if args.admm or args.no_admm:
+        values["coordination.admm"] = bool(args.admm)
+        flag_of["coordination.admm"] = "--admm" if args.admm else "--no-admm"
     if args.no_plots:
         values["output.plots"], flag_of["output.plots"] = False, "--no-plots"
     return cfg.override(values, source=lambda k: flag_of.get(k, k))
