@@ -346,6 +346,86 @@ class ScenarioResult:
     notes: list[str]
 
 
+def _forecast_arrays(quantiles: pd.DataFrame, levels: tuple[float, ...]) -> tuple[pd.DatetimeIndex, np.ndarray, float]:
+    """Step times, sorted quantiles ``(T, L)`` (EUR/MWh) and the step length (hours) of a forecast frame."""
+    times = pd.DatetimeIndex(quantiles[TIMESTAMP])
+    q = np.sort(quantiles[level_columns(levels)].to_numpy(dtype=float), axis=1)
+    dts = np.diff(times.as_unit("ns").asi8) / 3.6e12
+    return times, q, float(np.median(dts)) if len(times) > 1 else 1.0
+
+
+def step_correlation(
+    backtest: pd.DataFrame | None,
+    levels: tuple[float, ...],
+    step_times: pd.DatetimeIndex,
+    *,
+    rho_fallback: float = 0.9,
+    tz: str = MARKET_TZ,
+    notes: list[str] | None = None,
+) -> tuple[np.ndarray, str]:
+    """The copula correlation ``(T, T)`` of a forecast day's steps and where it came from.
+
+    From the PIT values of ``backtest`` (earlier forecasts with their realised prices) when at least 3 of its
+    days match the day's steps; otherwise AR(1) with ``rho_fallback`` per hour. Reasons for the fallback are
+    appended to ``notes``.
+    """
+    notes = [] if notes is None else notes
+    T = len(step_times)
+    dts = np.diff(pd.DatetimeIndex(step_times).as_unit("ns").asi8) / 3.6e12
+    dt = float(np.median(dts)) if T > 1 else 1.0
+    if backtest is not None:
+        if tuple(np.round(levels, 6)) != tuple(np.round(_levels_of(backtest), 6)):
+            raise InputError("the backtest's quantile levels differ from the forecast's", column="levels")
+        pit = backtest_pit_matrix(backtest, levels, step_times, tz)
+        pit = pit[np.isfinite(pit).all(axis=1)]
+        if len(pit) >= 3:
+            return copula_correlation(pit), "backtest"
+        notes.append("fewer than 3 complete backtest days match the forecast day's steps")
+    rho = rho_fallback**dt
+    notes.append(f"no usable backtest: steps correlated as AR(1) with rho = {rho:.3f} per step")
+    return ar1_correlation(T, rho), f"ar1(rho={rho:.3f} per step)"
+
+
+def _sample(
+    levels: tuple[float, ...], q: np.ndarray, corr: np.ndarray, samples: int, seed: int, dt: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sampled paths ``(n, T)``, the reference schedule on their mean (MW) and its loss on each path (EUR)."""
+    paths = sample_paths(levels, q, corr, samples, seed)
+    sched = reference_schedule(paths.mean(axis=0), dt)
+    return paths, sched, schedule_losses(paths, None, sched, dt)
+
+
+def scenario_set(
+    quantiles: pd.DataFrame,
+    levels: tuple[float, ...],
+    backtest: pd.DataFrame | None,
+    *,
+    samples: int = 1000,
+    k: int = 20,
+    alpha: float = 0.05,
+    reduction: str = "tail",
+    seed: int = 0,
+    rho_fallback: float = 0.9,
+    tz: str = MARKET_TZ,
+) -> Reduced:
+    """The K weighted scenarios of one forecast day, as :func:`build_scenarios` chooses them with ``reduction``,
+    without the other reductions and the CVaR-error measurements (the fast path for many days).
+
+    Exactly ``k`` scenarios (EUR/MWh): where clustering leaves fewer, the most probable scenarios are split into
+    copies that share their probability (the same distribution), so that every day has the same shape.
+    """
+    times, q, dt = _forecast_arrays(quantiles, levels)
+    corr, _ = step_correlation(backtest, levels, times, rho_fallback=rho_fallback, tz=tz)
+    paths, _, losses = _sample(levels, q, corr, samples, seed, dt)
+    red = reduce_paths(reduction, paths, k, losses, alpha, seed)
+    prices, w = red.prices, red.probabilities
+    while len(w) < k:
+        j = int(np.argmax(w))
+        prices, w = np.vstack([prices, prices[j : j + 1]]), np.concatenate([w, [w[j] / 2]])
+        w[j] /= 2
+    return Reduced(prices, w, red.method)
+
+
 def build_scenarios(
     quantiles: pd.DataFrame,
     levels: tuple[float, ...],
@@ -370,33 +450,12 @@ def build_scenarios(
         raise InputError(f"--k must lie in [1, --samples], got {k}", column="--k")
     if reduction not in REDUCTIONS:
         raise InputError(f"unknown reduction {reduction!r}; choose from {REDUCTIONS}", column="--reduction")
-    times = pd.DatetimeIndex(quantiles[TIMESTAMP])
-    q = np.sort(quantiles[level_columns(levels)].to_numpy(dtype=float), axis=1)
+    times, q, dt = _forecast_arrays(quantiles, levels)
     T = len(times)
-    dts = np.diff(times.as_unit("ns").asi8) / 3.6e12
-    dt = float(np.median(dts)) if T > 1 else 1.0
-    corr_source = "backtest"
-    if backtest is not None:
-        if tuple(np.round(levels, 6)) != tuple(np.round(_levels_of(backtest), 6)):
-            raise InputError("the backtest's quantile levels differ from the forecast's", column="levels")
-        pit = backtest_pit_matrix(backtest, levels, times, tz)
-        pit = pit[np.isfinite(pit).all(axis=1)]
-        if len(pit) >= 3:
-            corr = copula_correlation(pit)
-        else:
-            backtest = None
-            notes.append("fewer than 3 complete backtest days match the forecast day's steps")
-    if backtest is None:
-        rho = rho_fallback**dt
-        corr = ar1_correlation(T, rho)
-        corr_source = f"ar1(rho={rho:.3f} per step)"
-        notes.append(f"no usable backtest: steps correlated as AR(1) with rho = {rho:.3f} per step")
-    paths = sample_paths(levels, q, corr, samples, seed)
-    mean_prices = paths.mean(axis=0)
-    sched = reference_schedule(mean_prices, dt)
-    losses = schedule_losses(paths, None, sched, dt)
+    corr, corr_source = step_correlation(backtest, levels, times, rho_fallback=rho_fallback, tz=tz, notes=notes)
+    paths, sched, losses = _sample(levels, q, corr, samples, seed, dt)
     reds = {m: reduce_paths(m, paths, k, losses, alpha, seed) for m in REDUCTIONS}
-    others = heldout_schedules(mean_prices, dt, heldout, seed) if heldout else np.zeros((0, T))
+    others = heldout_schedules(paths.mean(axis=0), dt, heldout, seed) if heldout else np.zeros((0, T))
     errs = {}
     for m, r in reds.items():
         e = cvar_error(paths, r, sched, alpha, dt)
