@@ -69,6 +69,8 @@ class BatchResult(NamedTuple):
     coupling_residual_mw: np.ndarray  #: (B,) max_t |sum_i p_it - target_t| (nan without a target)
     net_mw: np.ndarray  #: (B, N, T)
     coupling_price_eur_per_mwh: np.ndarray  #: (B, T) (zeros without a target)
+    charge_mw: np.ndarray  #: (B, N, T)
+    discharge_mw: np.ndarray  #: (B, N, T)
 
 
 #: Batteries per lock-step batch of a sweep. The problems run in chunks of about this many batteries (a
@@ -94,7 +96,8 @@ def _coordinated_batch(fleets: Fleet, markets: Market, settings: Settings, targe
     def one(fleet, market, st, target):
         s = aladin_ipm(fleet, market, target, st, tol=tol, max_iter=max_iter)
         power = fleet.power_mw[:, None]
-        met = fleet_metrics(fleet, market, st, s.local.x.c * power, s.local.x.d * power)
+        charge, discharge = s.local.x.c * power, s.local.x.d * power
+        met = fleet_metrics(fleet, market, st, charge, discharge)
         return (
             jnp.sum(met["objective_eur"]),
             jnp.sum(met["expected_revenue_eur"]),
@@ -105,6 +108,8 @@ def _coordinated_batch(fleets: Fleet, markets: Market, settings: Settings, targe
             s.coupling_residual_mw,
             met["net_mw"],
             -s.lam / st.dt_hours,
+            charge,
+            discharge,
         )
 
     return _chunked_map(lambda a: one(*a), (fleets, markets, settings, targets), _problems_per_chunk(fleets))
@@ -122,6 +127,8 @@ def _independent_batch(fleets: Fleet, markets: Market, settings: Settings, tol: 
             jnp.all(sol.converged),
             jnp.max(sol.iterations),
             sol.net_mw,
+            sol.charge_mw,
+            sol.discharge_mw,
         )
 
     return _chunked_map(lambda a: one(*a), (fleets, markets, settings), _problems_per_chunk(fleets))
@@ -150,6 +157,8 @@ def _tiled_batch(fleets: Fleet, market: Market, settings: Settings, tol: float, 
         jnp.all(per(sol.converged), 1),
         jnp.max(per(sol.iterations), 1),
         per(sol.net_mw),
+        per(sol.charge_mw),
+        per(sol.discharge_mw),
     )
 
 
@@ -197,13 +206,26 @@ def solve_batch(
             )
         else:
             out = _independent_batch(fleets, markets, settings, tol=tol or 1e-9, max_iter=max_iter or 80)
-        obj, rev, deg, cv, conv, it, net = (np.asarray(a) for a in out)
+        obj, rev, deg, cv, conv, it, net, charge, discharge = (np.asarray(a) for a in out)
         status = [Status.CONVERGED if c else Status.MAX_ITER for c in conv]
         T = net.shape[-1]
-        return BatchResult(obj, rev, deg, cv, conv.astype(bool), status, it, np.full(B, np.nan), net, np.zeros((B, T)))
+        return BatchResult(
+            obj,
+            rev,
+            deg,
+            cv,
+            conv.astype(bool),
+            status,
+            it,
+            np.full(B, np.nan),
+            net,
+            np.zeros((B, T)),
+            charge,
+            discharge,
+        )
     targets = jnp.asarray(targets, dtype=jnp.float64)
     out = _coordinated_batch(fleets, markets, settings, targets, tol=tol or 1e-8, max_iter=max_iter or 100)
-    obj, rev, deg, cv, st, it, cres, net, price = (np.asarray(a) for a in out)
+    obj, rev, deg, cv, st, it, cres, net, price, charge, discharge = (np.asarray(a) for a in out)
     status = [Status.from_code(s) for s in st]
     for b in range(B):
         fleet_b = Fleet(*(a[b] for a in fleets))
@@ -215,7 +237,7 @@ def solve_batch(
         if check_target(fleet_b, np.asarray(targets[b]), settings_b):
             status[b] = Status.INFEASIBLE_TARGET
     conv = np.array([s == Status.CONVERGED for s in status])
-    return BatchResult(obj, rev, deg, cv, conv, status, it, cres, net, price)
+    return BatchResult(obj, rev, deg, cv, conv, status, it, cres, net, price, charge, discharge)
 
 
 def _stack(tree, B: int):
