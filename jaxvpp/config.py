@@ -86,6 +86,12 @@ class MarketConfig:
         "renewable_share), e.g. from `jaxvpp fetch`; empty = a synthetic history. Relative file paths in this "
         "config are relative to the working directory",
     )
+    fill_gaps: int = _key(
+        0,
+        "fill runs of up to this many missing steps of the price file (empty or NaN cells, rows missing from "
+        "the time grid) by linear interpolation in time (steps; 0 = a missing price is an error)",
+        _at_least(0),
+    )
     history_days: int = _key(
         365, "days of synthetic history before the delivery day (days; at least 16)", _at_least(16)
     )

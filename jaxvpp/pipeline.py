@@ -52,7 +52,10 @@ from jaxvpp.market.forecasting import (
 from jaxvpp.market.ingress import (
     PRICE,
     TIMESTAMP,
+    Gap,
     format_timestamps,
+    gap_counts,
+    gap_lines,
     local_day,
     price_file_text,
     read_price_file,
@@ -223,10 +226,13 @@ def run(
     # ------------------------------------------------------------------------------------ 1. market
     t = prog.start("market")
     realised = None
+    gaps: list[Gap] = []
     if cfg.market.prices_file:
         notes: list[str] = []
-        history = read_price_file(cfg.market.prices_file, allow_future=True, notes=notes)
-        for note in notes:
+        history = read_price_file(
+            cfg.market.prices_file, allow_future=True, notes=notes, fill_gaps=cfg.market.fill_gaps, gaps=gaps
+        )
+        for note in notes + gap_lines(gaps, file=cfg.market.prices_file):
             prog.emit(f"      note: {note}")
         source = f"price file {cfg.market.prices_file}"
     else:
@@ -518,6 +524,7 @@ def run(
         frontier=None if frontier is None else frontier.to_dict(orient="list"),
         realised_prices_known=realised is not None,
         market_source=source,
+        filled_gaps=gap_counts(gaps),
         num_batteries=N,
         num_steps=len(steps),
         num_scenarios=int(market.num_scenarios),

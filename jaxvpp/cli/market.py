@@ -17,7 +17,13 @@ from jaxvpp.errors import InputError
 from jaxvpp.files import check_file, check_folder
 from jaxvpp.market.forecasting import FORECAST_FILES, ForecastConfig, run_forecast, write_forecast
 from jaxvpp.market.ingress import (
+    Gap,
     fetch_entsoe,
+    fill_gaps,
+    find_gaps,
+    format_timestamps,
+    gap_counts,
+    gap_lines,
     read_entsoe_csvs,
     read_price_file,
     synthetic_prices,
@@ -36,6 +42,36 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _fail(exc: Exception) -> int:
     return input_error(exc)
+
+
+def _steps(text: str) -> int:
+    """The value of ``--fill-gaps``: a whole number of steps, at least 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = off), got {v}")
+    return v
+
+
+def _add_fill_gaps(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--fill-gaps",
+        type=_steps,
+        default=0,
+        metavar="STEPS",
+        help=(
+            f"fill runs of up to STEPS missing steps of {what} (empty or NaN cells, rows missing from the time "
+            "grid) by linear interpolation in time; a longer run, or one at either end, is an error "
+            "(default 0: every gap is an error)"
+        ),
+    )
+
+
+def _report_gaps(gaps: list[Gap], file: object) -> None:
+    for line in gap_lines(gaps, file=None if file is None else str(file)):
+        print(f"note: {line}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -123,6 +159,17 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, default=Path("data/raw"), help="cache folder (default data/raw)")
     p.add_argument("--refresh", action="store_true", help="query the API even when the cache has the range")
     p.add_argument(
+        "--fill-gaps",
+        type=_steps,
+        default=0,
+        metavar="STEPS",
+        help=(
+            "fill runs of up to STEPS missing steps (prices the export leaves empty, rows missing from the time "
+            "grid) by linear interpolation in time before writing; a longer run is an error (default 0: the "
+            "prices are written as delivered, gaps included; with the API it needs --out, the cache keeps them)"
+        ),
+    )
+    p.add_argument(
         "--out",
         type=Path,
         help="price file to write (default: the cache file for the API; data/raw/prices_<zone>.csv for imports)",
@@ -133,24 +180,45 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
 def cmd_fetch(args: argparse.Namespace) -> int:
     """``jaxvpp fetch``: ENTSO-E prices into a price file."""
 
+    gaps: list[Gap] = []
     try:
         if args.import_csv:
             out = args.out or args.cache_dir / f"prices_{args.zone}.csv"
             option = "--out" if args.out else "--cache-dir"
             check_file(out, option=option)
             df = read_entsoe_csvs(list(args.import_csv))
+            if args.fill_gaps:
+                df, gaps = fill_gaps(df, args.fill_gaps)
             write_price_file(df, out, option=option)
         else:
             if not args.start or not args.end:
                 raise InputError("give --start and --end (local dates), or --import-csv FILE", column="--start")
+            if args.fill_gaps and args.out is None:
+                raise InputError(
+                    "--fill-gaps with the API needs --out (the cache keeps the prices as delivered)",
+                    column="--fill-gaps",
+                )
             if args.out is not None:
                 check_file(args.out, option="--out")
             df, cache = fetch_entsoe(args.zone, args.start, args.end, cache_dir=args.cache_dir, refresh=args.refresh)
             out = args.out or cache
+            if args.fill_gaps:
+                df, gaps = fill_gaps(df, args.fill_gaps)
             if args.out is not None:
                 write_price_file(df, out, option="--out")
     except InputError as exc:
         return input_error(exc)
+    _report_gaps(gaps, out)
+    if not args.fill_gaps:
+        left = find_gaps(df, allow_future=False)
+        if left:
+            n = gap_counts(left)
+            print(
+                f"note: {out} has {n['runs']} gap{'s' * (n['runs'] > 1)} ({n['steps']} missing "
+                f"step{'s' * (n['steps'] > 1)}), the first at {format_timestamps([left[0].first])[0]}; "
+                "jaxvpp forecast and jaxvpp run refuse gaps unless --fill-gaps STEPS fills them",
+                file=sys.stderr,
+            )
     print(
         f"wrote {out}: {len(df)} steps from {df['timestamp'].iloc[0].isoformat()} "
         f"to {df['timestamp'].iloc[-1].isoformat()} (UTC)"
@@ -220,6 +288,7 @@ def _add_forecast(sub: argparse._SubParsersAction) -> None:
         help=f"boosting iterations per level (gbm, default {d.boosting_iterations})",
     )
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed of the boosted trees (default {d.seed})")
+    _add_fill_gaps(p, "--prices")
     p.set_defaults(func=cmd_forecast)
 
 
@@ -239,12 +308,15 @@ def cmd_forecast(args: argparse.Namespace) -> int:
             boosting_iterations=args.max_iter,
             seed=args.seed,
         )
-        df = read_price_file(args.prices, allow_future=True, notes=notes)
+        gaps: list[Gap] = []
+        df = read_price_file(args.prices, allow_future=True, notes=notes, fill_gaps=args.fill_gaps, gaps=gaps)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
+        _report_gaps(gaps, args.prices)
         result = run_forecast(df, cfg)
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
+        result.metrics["filled_gaps"] = gap_counts(gaps)
         write_forecast(result, args.out, option="--out")
     except InputError as exc:
         return input_error(exc)

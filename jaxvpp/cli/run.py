@@ -49,6 +49,13 @@ RUN_OVERRIDES: tuple[tuple[str, str, type, tuple[str, ...], str], ...] = (
         ("market.prices_file",),
         "price file to forecast from instead of a synthetic history, e.g. from `jaxvpp fetch` ([market] prices_file)",
     ),
+    (
+        "--fill-gaps",
+        "fill_gaps",
+        int,
+        ("market.fill_gaps",),
+        "interpolate runs of up to STEPS missing steps of the price file linearly; 0 = off ([market] fill_gaps)",
+    ),
     ("--samples", "samples", int, ("scenarios.samples",), "sampled price paths ([scenarios] samples)"),
     ("--k", "k", int, ("scenarios.count",), "number of reduced scenarios K ([scenarios] count)"),
     ("--alpha", "alpha", float, ("risk.alpha",), "CVaR tail probability in (0, 1) ([risk] alpha)"),
@@ -117,9 +124,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=str, metavar="DIR", help="results folder ([output] results_dir, default results/)")
     for flag, dest, typ, _keys, text in RUN_OVERRIDES:
-        metavar = {"--data-dir": "DIR", "--prices": "FILE", "--fleet": "FILE", "--target": "FILE"}.get(
-            flag, "N" if typ is int else "X"
-        )
+        metavar = {
+            "--data-dir": "DIR",
+            "--prices": "FILE",
+            "--fleet": "FILE",
+            "--target": "FILE",
+            "--fill-gaps": "STEPS",
+        }.get(flag, "N" if typ is int else "X")
         p.add_argument(flag, dest=dest, type=typ, default=None, metavar=metavar, help=text)
     admm = p.add_mutually_exclusive_group()
     admm.add_argument(

@@ -9,13 +9,19 @@ Delivery days are local days of the market (:data:`MARKET_TZ`, ``Europe/Berlin``
 ``tz`` argument says otherwise), so a day has 23, 24 or 25 hourly steps, or 92, 96 or 100 quarter-hour
 steps (the European day-ahead market trades 15-minute products since 1 October 2025). ``harmonise_resolution`` turns a file that switches from 60- to
 15-minute steps into one 15-minute series (an hourly price holds for each of its four quarters).
+
+Real price files have gaps: empty or NaN cells, or rows missing from the time grid. :func:`fill_gaps` finds
+them and fills short runs by linear interpolation in time (``--fill-gaps STEPS`` on the command line); a
+longer run, or one at either end of the series, is refused with an :class:`~jaxvpp.errors.InputError`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import zoneinfo
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -230,11 +236,14 @@ def check_timestamps(ts: pd.DatetimeIndex, *, file: str | None = None, lines: np
         )
 
 
-def validate_prices(df: pd.DataFrame, *, file: str | None = None, allow_future: bool = False) -> pd.DataFrame:
+def validate_prices(
+    df: pd.DataFrame, *, file: str | None = None, allow_future: bool = False, allow_missing: bool = False
+) -> pd.DataFrame:
     """Check and normalise a price frame (raw cells or numbers) into UTC timestamps and float columns.
 
     With ``allow_future`` the price may be empty in a trailing block of rows whose exogenous columns are all
-    given (exogenous forecasts for the day to forecast); anywhere else an empty cell is an error.
+    given (exogenous forecasts for the day to forecast); anywhere else an empty cell is an error, unless
+    ``allow_missing``: then empty and NaN cells (prices or exogenous values) become NaN, for :func:`fill_gaps`.
     """
     if TIMESTAMP not in df.columns:
         raise InputError(f"missing column {TIMESTAMP!r} (found {list(df.columns)})", file=file, column=TIMESTAMP)
@@ -254,8 +263,8 @@ def validate_prices(df: pd.DataFrame, *, file: str | None = None, allow_future: 
     check_timestamps(ts, file=file)
     out = pd.DataFrame({TIMESTAMP: ts})
     exog = [c for c in df.columns if c not in (TIMESTAMP, PRICE)]
-    allow = None
-    if allow_future:
+    allow = np.ones(len(df), bool) if allow_missing else None
+    if allow_future and not allow_missing:
         p = df[PRICE].astype("string").str.strip()
         missing = (p.isna() | (p == "")).to_numpy()
         tail = np.zeros(len(df), bool)
@@ -267,19 +276,14 @@ def validate_prices(df: pd.DataFrame, *, file: str | None = None, allow_future: 
         allow = tail
     out[PRICE] = numeric_column(df[PRICE], file=file, column=PRICE, allow_missing=allow)
     for c in exog:
-        out[str(c)] = numeric_column(df[c], file=file, column=str(c))
+        out[str(c)] = numeric_column(df[c], file=file, column=str(c), allow_missing=allow if allow_missing else None)
     if np.isnan(out[PRICE]).all():
         raise InputError("no prices given", file=file, column=PRICE)
     return out
 
 
-def read_price_file(path: str | Path, *, allow_future: bool = False, notes: list[str] | None = None) -> pd.DataFrame:
-    """Read and validate a price file (``timestamp, price_eur_per_mwh`` plus optional exogenous columns).
-
-    Timestamps without an offset are taken as UTC; when there are such, a line saying so is appended to
-    ``notes`` (for the console).
-    """
-    path = Path(path)
+def _read_price_csv(path: Path, *, allow_future: bool, allow_missing: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The raw cells and the validated frame of the price file at ``path``."""
     if not path.is_file():
         raise InputError("price file not found", file=str(path))
     try:
@@ -287,13 +291,246 @@ def read_price_file(path: str | Path, *, allow_future: bool = False, notes: list
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"not a readable CSV file: {exc}", file=str(path)) from None
     raw.columns = [str(c).strip() for c in raw.columns]
-    df = validate_prices(raw, file=str(path), allow_future=allow_future)
+    return raw, validate_prices(raw, file=str(path), allow_future=allow_future, allow_missing=allow_missing)
+
+
+def read_price_file(
+    path: str | Path,
+    *,
+    allow_future: bool = False,
+    notes: list[str] | None = None,
+    fill_gaps: int = 0,
+    gaps: list[Gap] | None = None,
+) -> pd.DataFrame:
+    """Read and validate a price file (``timestamp, price_eur_per_mwh`` plus optional exogenous columns).
+
+    Timestamps without an offset are taken as UTC; when there are such, a line saying so is appended to
+    ``notes`` (for the console). Gaps (empty or NaN cells, rows missing from the time grid) are filled by
+    linear interpolation in time when a run is at most ``fill_gaps`` steps long (:func:`fill_gaps`; 0 = none
+    is filled), and each filled run is appended to ``gaps``; a longer run, or one at either end of the series,
+    raises :class:`InputError` naming the first missing timestamp and ``--fill-gaps``. With ``allow_future``,
+    the rows after the last price are exogenous forecasts for the day to forecast, not gaps.
+    """
+    path = Path(path)
+    raw, df = _read_price_csv(path, allow_future=allow_future, allow_missing=True)
+    df, found = _fill_gaps(df, fill_gaps, file=str(path), allow_future=allow_future)
+    if gaps is not None:
+        gaps.extend(found)
     if notes is not None:
         naive = ~np.asarray([names_utc_offset(str(v)) for v in raw[TIMESTAMP]], dtype=bool)
         if naive.any():
             what = "no timestamp names" if naive.all() else f"{int(naive.sum())} of {len(naive)} timestamps name no"
             notes.append(f"{path}: {what} its offset from UTC; they are taken as UTC")
     return df
+
+
+# ----------------------------------------------------------------------------------------------------
+# Gaps: missing prices and rows missing from the time grid
+# ----------------------------------------------------------------------------------------------------
+
+#: Steps each side of a step whose shortest length is the local step length (8 = two hours of quarter-hours).
+_GAP_WINDOW = 8
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A filled run of consecutive missing steps of a price series (UTC step starts, both inclusive)."""
+
+    first: pd.Timestamp  #: the first missing step (UTC)
+    last: pd.Timestamp  #: the last missing step (UTC)
+    steps: int  #: missing steps in the run
+    kind: str  #: ``"cells"`` (empty or NaN values), ``"rows"`` (rows missing from the grid) or ``"cells and rows"``
+
+    def describe(self) -> str:
+        """One console line, e.g. ``filled 3 missing steps (rows) from 2025-03-04T05:00:00Z to ...T07:00:00Z``."""
+        first, last = format_timestamps(pd.DatetimeIndex([self.first, self.last]))
+        span = f"at {first}" if self.steps == 1 else f"from {first} to {last}"
+        s = "" if self.steps == 1 else "s"
+        return f"filled {self.steps} missing step{s} ({self.kind}) {span} by linear interpolation"
+
+
+def gap_counts(gaps: list[Gap]) -> dict[str, int]:
+    """How many runs were filled and how many steps they held: ``{"runs": ..., "steps": ...}``."""
+    return {"runs": len(gaps), "steps": int(sum(g.steps for g in gaps))}
+
+
+def gap_lines(gaps: list[Gap], *, file: str | Path | None = None, limit: int = 10) -> list[str]:
+    """Console lines for filled gaps: one per run (after ``file``), at most ``limit``, then ``... and N more``."""
+    pre = "" if file is None else f"{file}: "
+    lines = [pre + g.describe() for g in gaps[:limit]]
+    if len(gaps) > limit:
+        rest = gaps[limit:]
+        lines.append(f"... and {len(rest)} more filled gaps ({sum(g.steps for g in rest)} steps)")
+    return lines
+
+
+def _snap(minutes: np.ndarray) -> np.ndarray:
+    """The longest accepted step length (:data:`RESOLUTIONS`) that divides each length in ``minutes`` (else 15)."""
+    out = np.full(minutes.shape, min(RESOLUTIONS), dtype=np.int64)
+    for r in sorted(RESOLUTIONS):
+        out = np.where((minutes >= r) & (minutes % r == 0), r, out)
+    return out
+
+
+def _missing_steps(t: np.ndarray) -> list[np.ndarray]:
+    """The step starts (integer minutes) missing from the grid of the sorted step starts ``t`` (minutes).
+
+    The step length on each side of a step is the shortest step within :data:`_GAP_WINDOW` steps on that
+    side (snapped to :data:`RESOLUTIONS`; the first and last steps take the other side's). A step is whole
+    when it is not longer than both, or equals one of them (the last hourly step before a switch to
+    quarter-hours is 60 minutes long, not a gap), or, first or last, equals its neighbour; otherwise rows
+    after it are missing: the hole continues the left side's step length as far as it fits, and the rest
+    takes the right side's (a hole across the switch to quarter-hours: hourly rows, then quarter-hours).
+    """
+    d = np.diff(t)
+    if len(d) == 0:
+        return []
+    ser = pd.Series(d, dtype="float64")
+    left = ser.rolling(_GAP_WINDOW, min_periods=1).min().shift(1).to_numpy()
+    right = ser[::-1].rolling(_GAP_WINDOW, min_periods=1).min()[::-1].shift(-1).to_numpy()
+    own = np.minimum(d, max(RESOLUTIONS))
+    left = np.where(np.isnan(left), np.where(np.isnan(right), own, right), left)
+    right = np.where(np.isnan(right), left, right)
+    res_l, res_r = _snap(left.astype(np.int64)), _snap(right.astype(np.int64))
+    whole = (d <= np.minimum(res_l, res_r)) | (d == res_l) | (d == res_r)
+    if len(d) > 1:  # the first and last steps have one side only: as long as their neighbour, they are whole
+        whole[0] |= d[0] == d[1]
+        whole[-1] |= d[-1] == d[-2]
+    out = []
+    for i in np.flatnonzero(~whole):
+        h, s_l, s_r = int(d[i]), int(res_l[i]), int(res_r[i])
+        m = next((m for m in range(h // s_l, 0, -1) if (h - m * s_l) % s_r == 0), 0)  # steps at the left length
+        if m == 0:  # no mix of the two lengths fits: the finest common grid
+            s_l = s_r = math.gcd(math.gcd(s_l, s_r), h)
+            m = h // s_l
+        left = t[i] + s_l * np.arange(1, m, dtype=np.int64)
+        right = t[i] + m * s_l + s_r * np.arange((h - m * s_l) // s_r, dtype=np.int64)
+        out.append(np.concatenate([left, right]))
+    return out
+
+
+def fill_gaps(
+    df: pd.DataFrame, max_steps: int, *, file: str | None = None, allow_future: bool = True
+) -> tuple[pd.DataFrame, list[Gap]]:
+    """Fill the gaps of a validated price frame: runs of at most ``max_steps`` missing steps, by linear interpolation.
+
+    A step is missing when its price or an exogenous value is NaN, or when its row is absent from the time
+    grid (a hole where the next timestamp is further than the local step length; the switch from hourly to
+    15-minute products is no hole). Missing rows are inserted; the price and every exogenous column are
+    interpolated linearly in time between the neighbouring known values of that column. With
+    ``allow_future`` (the default) the rows after the last price are exogenous forecasts for the day to
+    forecast: their prices stay empty (only their exogenous values are filled).
+
+    Returns the frame (sorted, index 0..n-1) and the filled runs. A run longer than ``max_steps`` (any run
+    when it is 0), or one at the start or end of the series, raises :class:`InputError` naming ``file``, the
+    first missing timestamp (UTC), the run's length in steps and ``--fill-gaps``.
+    """
+    if max_steps < 0:
+        raise InputError(f"--fill-gaps must be >= 0 steps, got {max_steps}", column="--fill-gaps")
+    return _fill_gaps(df, int(max_steps), file=file, allow_future=allow_future)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """A price frame on its full time grid: missing rows inserted, the missing values marked."""
+
+    tt: np.ndarray  #: step starts (integer minutes since the epoch, UTC)
+    src: np.ndarray  #: row of the frame of each step, -1 where the row was missing
+    vals: dict[str, np.ndarray]  #: price and exogenous columns (NaN where missing)
+    nan: dict[str, np.ndarray]  #: values to fill per column (a future row's price is not one)
+    runs: list[tuple[int, int, str]]  #: (first, last, kind) of each run of missing steps, in time order
+
+
+def _grid(df: pd.DataFrame, allow_future: bool) -> _Grid:
+    cols = [PRICE] + [c for c in df.columns if c not in (TIMESTAMP, PRICE)]
+    t = pd.DatetimeIndex(df[TIMESTAMP]).as_unit("ns").asi8 // 60_000_000_000  # integer minutes
+    holes = _missing_steps(t)
+    new = np.concatenate(holes) if holes else np.zeros(0, np.int64)
+    order = np.argsort(np.concatenate([t, new]), kind="stable")
+    tt = np.concatenate([t, new])[order]
+    src = np.concatenate([np.arange(len(t)), np.full(len(new), -1)])[order]
+    vals = {c: np.concatenate([df[c].to_numpy(dtype=float), np.full(len(new), np.nan)])[order] for c in cols}
+    n = len(tt)
+    known = np.flatnonzero(~np.isnan(vals[PRICE]))
+    tail = np.arange(n) > known[-1] if allow_future and len(known) else np.zeros(n, bool)
+    nan = {c: np.isnan(vals[c]) & (~tail if c == PRICE else True) for c in cols}
+    missing = np.logical_or.reduce([nan[c] for c in cols]) | (src < 0)
+    edges = np.diff(np.concatenate([[0], missing.astype(np.int8), [0]]))
+    runs = []
+    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True):
+        inserted = src[a : b + 1] < 0
+        runs.append((int(a), int(b), "rows" if inserted.all() else "cells" if not inserted.any() else "cells and rows"))
+    return _Grid(tt=tt, src=src, vals=vals, nan=nan, runs=runs)
+
+
+def _gap(g: _Grid, a: int, b: int, kind: str) -> Gap:
+    first, last = pd.to_datetime([g.tt[a], g.tt[b]], unit="m", utc=True)
+    return Gap(first=first, last=last, steps=b - a + 1, kind=kind)
+
+
+def find_gaps(df: pd.DataFrame, *, allow_future: bool = True) -> list[Gap]:
+    """Every run of missing steps of a validated price frame (as :func:`fill_gaps` sees them), filled or not."""
+    g = _grid(df.reset_index(drop=True), allow_future)
+    return [_gap(g, a, b, kind) for a, b, kind in g.runs]
+
+
+def _fill_gaps(
+    df: pd.DataFrame, max_steps: int, *, file: str | None, allow_future: bool
+) -> tuple[pd.DataFrame, list[Gap]]:
+    df = df.reset_index(drop=True)
+    g = _grid(df, allow_future)
+    if not g.runs:
+        return df, []
+    n = len(g.tt)
+    for a, b, kind in g.runs:
+        if a == 0 or b == n - 1 or b - a + 1 > max_steps:
+            raise _gap_error(g, a, b, kind, max_steps, file)
+    for c, v in g.vals.items():
+        fill = g.nan[c]
+        if fill.any():
+            have = ~np.isnan(v)
+            v[fill] = np.interp(g.tt[fill], g.tt[have], v[have])
+    out = pd.DataFrame({TIMESTAMP: pd.DatetimeIndex(pd.to_datetime(g.tt, unit="m", utc=True)).as_unit("ns")})
+    for c in df.columns:
+        if c != TIMESTAMP:
+            out[c] = g.vals[c]
+    return out, [_gap(g, a, b, kind) for a, b, kind in g.runs]
+
+
+def _gap_error(g: _Grid, a: int, b: int, kind: str, max_steps: int, file: str | None) -> InputError:
+    """The error for the run of missing steps ``a..b`` that :func:`fill_gaps` does not fill."""
+    tt, src, nan, cols, n = g.tt, g.src, g.nan, list(g.vals), len(g.tt)
+
+    def iso(i: int) -> str:
+        return format_timestamps(pd.to_datetime([tt[i]], unit="m", utc=True))[0]
+
+    steps = b - a + 1
+    gone = [c for c in cols if nan[c][a : b + 1].any()]
+    what = "prices" if PRICE in gone else "values of " + ", ".join(gone) if gone else "rows"
+    values = "missing value" + ("s" if steps > 1 else "") + ", empty or NaN"
+    detail = {
+        "cells": values,
+        "rows": f"no rows between {iso(a - 1)} and {iso(b + 1)}" if 0 < a and b < n - 1 else "missing rows",
+        "cells and rows": values + " and missing rows",
+    }[kind]
+    if a == 0 or b == n - 1:
+        side, what_value = ("start", "earlier") if a == 0 else ("end", "later")
+        reason = (
+            f"at the {side} of the series there is no {what_value} value to interpolate with, and --fill-gaps "
+            "fills only runs between two known values; give the values or remove those rows"
+        )
+    elif max_steps == 0:
+        reason = "gaps are filled only with --fill-gaps N (runs of up to N steps, linearly in time); or give the values"
+    else:
+        reason = f"more than --fill-gaps {max_steps} fills; give the values or a larger --fill-gaps"
+    row, column = None, TIMESTAMP
+    if src[a] >= 0:  # the run starts with a row of the file: name it and its first missing value
+        row = None if file is None else _line(int(src[a]))
+        column = next(c for c in cols if nan[c][a])
+    s = "" if steps == 1 else "s"
+    return InputError(
+        f"{what} missing from {iso(a)} for {steps} step{s} ({detail}): {reason}", file=file, row=row, column=column
+    )
 
 
 def format_timestamps(ts: pd.DatetimeIndex | pd.Series) -> list[str]:
@@ -553,8 +790,8 @@ def fetch_entsoe(
     if not t_end > t_start:
         raise InputError(f"--end ({end}) must be after --start ({start})", column="--end")
     cache = Path(cache_dir) / f"entsoe_{zone}_{t_start:%Y%m%d}_{t_end:%Y%m%d}.csv"
-    if cache.is_file() and not refresh:
-        return read_price_file(cache), cache
+    if cache.is_file() and not refresh:  # as delivered: rows missing from the grid are kept missing
+        return _read_price_csv(cache, allow_future=False, allow_missing=False)[1], cache
     check_file(cache, option="--cache-dir")  # before the query
     key = api_key or os.environ.get("ENTSOE_API_KEY", "").strip()
     if not key:
