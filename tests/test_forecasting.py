@@ -1,5 +1,6 @@
 """Forecasting: quantile functions and scores against closed forms, calibration, no look-ahead, DST and
-15-minute forecast days, short files, output files, and the accuracy claim on an unseen synthetic series."""
+15-minute forecast days, short files, output files, the accuracy claim on an unseen synthetic series, and
+the rolling forecasts (bit-for-bit no look-ahead, rolling conformal shifts against numpy, earliest day)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ from jaxvpp.market.forecasting import (
     cdf_from_quantiles,
     conformal_shifts,
     crps_from_quantiles,
+    earliest_forecast_day,
     level_columns,
     pinball,
+    prepare_series,
     quantile_function,
     read_quantile_file,
     rearrange,
+    rolling_forecasts,
     run_forecast,
 )
 from jaxvpp.market.ingress import PRICE, TIMESTAMP, delivery_day_steps, synthetic_prices, write_price_file
@@ -187,6 +191,95 @@ def test_accuracy_claim_on_an_unseen_series() -> None:
     m = run_forecast(df, cfg).metrics
     assert m["pinball_loss"] <= 0.9 * m["baseline_pinball_loss"]
     assert 0.85 <= m["coverage_90"] <= 0.95
+
+
+# ----------------------------------------------------------------------------------------------------
+# rolling forecasts
+# ----------------------------------------------------------------------------------------------------
+
+ROLL = ForecastConfig(boosting_iterations=15, calibration_days=5, refit_every_days=3)
+SAME = ["timestamp", "origin", "day"] + level_columns(LEVELS)  # everything but the realised price
+
+
+def test_rolling_forecasts_have_no_look_ahead_bit_for_bit() -> None:
+    df = synthetic_prices(40, 60, seed=31)
+    series = prepare_series(df)
+    days = list(series.history_days[-10:])
+    lines: list[str] = []
+    ref = rolling_forecasts(series, days, ROLL, log=lines.append)
+    assert len(lines) == 1 + 4  # the warm-up model and one refit every 3 days over 10 days
+    assert list(ref.columns) == ["timestamp", "origin", "day", "realised"] + level_columns(LEVELS)
+    assert len(ref) == 240 and pd.DatetimeIndex(ref["timestamp"]).is_monotonic_increasing
+    _check_quantiles(ref)
+    d = days[5]
+    first_step = delivery_day_steps(d)[0]
+    upto = ref["day"] <= d
+    # every price from day d's first step on changed: the rows of the days up to d do not move at all
+    changed = df.copy()
+    later = changed[TIMESTAMP] >= first_step
+    changed.loc[later, PRICE] = changed.loc[later, PRICE] * 3.0 + 100.0
+    moved = rolling_forecasts(prepare_series(changed), days, ROLL)
+    for c in SAME:
+        assert np.array_equal(ref.loc[upto, c].to_numpy(), moved.loc[upto, c].to_numpy()), c
+    assert not np.array_equal(ref.loc[~upto, "q0.50"].to_numpy(), moved.loc[~upto, "q0.50"].to_numpy())
+    # the days after d dropped from the file and from the forecast days: the same rows
+    cut = df[df[TIMESTAMP] < first_step + pd.Timedelta(days=1)]
+    short = rolling_forecasts(prepare_series(cut), days[:6], ROLL)
+    assert len(short) == int(upto.sum())
+    for c in SAME + ["realised"]:
+        assert np.array_equal(ref.loc[upto, c].to_numpy(), short[c].to_numpy()), c
+    # the levels are fitted in two processes or one: the same models
+    one = rolling_forecasts(
+        series, days[:4], ForecastConfig(boosting_iterations=15, calibration_days=5, refit_every_days=3, fit_jobs=1)
+    )
+    assert np.array_equal(one[level_columns(LEVELS)].to_numpy(), ref[level_columns(LEVELS)].to_numpy()[:96])
+
+
+def test_rolling_conformal_shift_is_the_order_statistic_of_the_issued_residuals() -> None:
+    """Calibrated = sort(raw + s) with s the numpy order statistic of y - raw over the previous days' forecasts."""
+    lv = (0.1, 0.5, 0.9)
+    cfg = ForecastConfig(levels=lv, boosting_iterations=20, calibration_days=4, refit_every_days=3)
+    series = prepare_series(synthetic_prices(36, 60, seed=32))
+    days = list(series.history_days[-9:])
+    raw = rolling_forecasts(series, days, ForecastConfig(**{**cfg.__dict__, "calibrate": False}))
+    cal = rolling_forecasts(series, days, cfg)
+    cols = level_columns(lv)
+    for d in days[4:]:  # the whole calibration window lies inside the forecast days (no warm-up residuals)
+        window = (raw["day"] >= d - pd.Timedelta(days=4)) & (raw["day"] < d)
+        assert window.sum() == 4 * 24
+        res = raw.loc[window, "realised"].to_numpy()[:, None] - raw.loc[window, cols].to_numpy()
+        n = len(res)
+        shift = []
+        for i, t in enumerate(lv):
+            k = int(np.ceil((n + 1) * t)) if t >= 0.5 else int(np.floor((n + 1) * t))
+            shift.append(np.sort(res[:, i])[min(max(k, 1), n) - 1])
+        today = raw["day"] == d
+        expected = np.sort(raw.loc[today, cols].to_numpy() + np.asarray(shift), axis=1)
+        np.testing.assert_allclose(cal.loc[today, cols].to_numpy(), expected, rtol=0, atol=1e-9)
+
+
+def test_backtest_of_run_forecast_is_the_rolling_forecast_of_its_days() -> None:
+    df = synthetic_prices(30, 60, seed=33)
+    r = run_forecast(df, FAST)
+    series = prepare_series(df)
+    roll = rolling_forecasts(series, list(series.history_days[-FAST.backtest_days :]), FAST)
+    for c in ["timestamp", "origin", "realised"] + level_columns(LEVELS):
+        assert np.array_equal(r.backtest[c].to_numpy(), roll[c].to_numpy()), c
+
+
+def test_earliest_forecast_day_is_accepted_and_the_day_before_is_refused() -> None:
+    series = prepare_series(synthetic_prices(20, 60, seed=34))
+    first = earliest_forecast_day(series, FAST)
+    assert first in series.history_days and first > series.history_days[0]
+    out = rolling_forecasts(series, [first], FAST)
+    assert len(out) == 24 and (out["day"] == first).all()
+    _check_quantiles(out)
+    before = first - pd.Timedelta(days=1)
+    with pytest.raises(InputError, match=f"{before:%Y-%m-%d}.*at least") as err:
+        rolling_forecasts(series, [before], FAST)
+    assert err.value.column == TIMESTAMP
+    with pytest.raises(InputError, match="complete days"):
+        earliest_forecast_day(prepare_series(synthetic_prices(6, 60, seed=34)), FAST)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Day-ahead probabilistic price forecasts: quantile regression, conformal calibration, rolling backtest.
+"""Day-ahead probabilistic price forecasts: quantile regression, rolling conformal calibration, rolling backtest.
 
-For each step of the next delivery day the forecaster gives the price quantiles at ``levels`` (default
+For each step of a delivery day the forecaster gives the price quantiles at ``levels`` (default
 0.05, 0.10, ..., 0.95; EUR/MWh). Models (scikit-learn), one per level:
 
 * ``gbm``: gradient-boosted trees with the quantile (pinball) loss (``HistGradientBoostingRegressor``);
@@ -8,25 +8,33 @@ For each step of the next delivery day the forecaster gives the price quantiles 
   recent window (quantile regression averaging in its simplest form).
 
 Features: calendar (time of day, weekday, season), lagged prices at the same wall-clock slot (yesterday,
-two days ago and, with five weeks of history or more, a week ago and the 7-day slot mean), yesterday's
-daily statistics, and every exogenous column: its value at the step (a day-ahead forecast, known before
-gate closure), its value yesterday and its daily mean.
+two days ago and, with five weeks of history or more before the first forecast day, a week ago and the
+7-day slot mean), yesterday's daily statistics, and every exogenous column: its value at the step (a
+day-ahead forecast, known before gate closure), its value yesterday and its daily mean.
 
-Calibration (conformalised quantile regression, one-sided per level): the model is trained on data that
-ends ``calibration_days`` before the refit date; before each forecast every level is shifted by the
-empirical ``tau``-quantile of its out-of-sample residuals ``y - q_tau`` over the last ``calibration_days``
-days. In-sample boosted quantiles are too narrow; the shift restores coverage. Quantiles are then sorted
-per step (the rearrangement of Chernozhukov et al.), so they never cross.
+Rolling forecasts (:func:`rolling_forecasts`): the models are refitted every ``refit_every_days`` days,
+counted from the first forecast day, each time on all data before its refit day (or the last
+``train_days``). Calibration is rolling out-of-sample conformalised quantile regression (one-sided per
+level): the forecast of day ``d`` is shifted, level by level, by the empirical ``tau``-quantile of the
+residuals ``y - q_tau`` of the forecasts actually issued for the ``calibration_days`` days before ``d``
+(each made by the model of its own day, so every residual is out of sample). Before the first forecast
+day a warm-up model, trained on data that ends ``warm-up`` days earlier, forecasts those warm-up days
+and supplies the first residuals. Quantiles are then sorted per step (the rearrangement of Chernozhukov
+et al.), so they never cross.
 
 The issue time (``origin``) of the forecast for day ``d`` is 12:00 local time on day ``d - 1`` (the
-day-ahead gate closure); all prices of day ``d - 1`` are known then, nothing later is used.
+day-ahead gate closure); all prices of day ``d - 1`` are known then, nothing later is used: the
+forecast of a day depends only on prices before it (and exogenous values up to it), and the plan
+(weekly lags, warm-up length) only on the history before the first forecast day.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +57,9 @@ from jaxvpp.market.ingress import (
 
 #: Default quantile levels 0.05, 0.10, ..., 0.95.
 LEVELS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
-#: Days of history below which the weekly lags are dropped.
+#: Days of history (before the first forecast day) below which the weekly lags are dropped.
 WEEKLY_MIN_DAYS = 35
+#: Fewest days of training data of the warm-up model (after the lags).
 MIN_TRAIN_DAYS = 7
 
 
@@ -72,14 +81,19 @@ class ForecastConfig:
         model: ``"gbm"`` (gradient-boosted quantiles) or ``"qra"`` (linear quantile regression).
         levels: quantile levels in (0, 1), increasing.
         backtest_days: days of the rolling-origin backtest at the end of the file.
-        calibration_days: out-of-sample days before each origin used for the conformal shifts.
-        refit_every_days: days between model refits in the backtest (calibration is redone every day).
-        train_days: training window (days) before the calibration window; ``None`` = all (gbm), 56 (qra).
+        calibration_days: days of issued (out-of-sample) forecasts before each day behind its conformal shifts.
+        refit_every_days: days between model refits, counted from the first forecast day (calibration is
+            redone every day).
+        train_days: training window (days) before each refit day; ``None`` = all history (gbm), 56 (qra).
         calibrate: apply the conformal shifts.
         boosting_iterations: boosting iterations per quantile level (gbm).
         learning_rate, max_leaf_nodes, min_samples_leaf, max_bins: further gradient-boosting settings.
+        early_stopping: stop boosting when the loss on a 10 % validation split stops improving (gbm).
+        max_train_rows: training rows per refit above which a seeded random subset of this size is used
+            (``None`` = all rows); it binds on long 15-minute histories.
+        fit_jobs: worker processes that fit the levels' models side by side (each model single-threaded).
         baseline_window_days: days of residuals behind the seasonal-naive baseline's quantiles.
-        seed: random seed of the boosted trees.
+        seed: random seed of the boosted trees and of the row subset.
         tz: market time zone that defines delivery days.
     """
 
@@ -90,11 +104,14 @@ class ForecastConfig:
     refit_every_days: int = 7
     train_days: int | None = None
     calibrate: bool = True
-    boosting_iterations: int = 100
-    learning_rate: float = 0.1
+    boosting_iterations: int = 50
+    learning_rate: float = 0.2
     max_leaf_nodes: int = 12
     min_samples_leaf: int = 40
     max_bins: int = 128
+    early_stopping: bool = False
+    max_train_rows: int | None = 15000
+    fit_jobs: int = 2
     baseline_window_days: int = 28
     seed: int = 0
     tz: str = MARKET_TZ
@@ -115,6 +132,14 @@ class ForecastConfig:
             raise InputError(f"--refit-every must be at least 1, got {self.refit_every_days}", column="--refit-every")
         if self.boosting_iterations < 1:
             raise InputError(f"--max-iter must be at least 1, got {self.boosting_iterations}", column="--max-iter")
+        if self.train_days is not None and self.train_days < MIN_TRAIN_DAYS:
+            raise InputError(
+                f"train_days must be at least {MIN_TRAIN_DAYS}, got {self.train_days}", column="train_days"
+            )
+        if self.max_train_rows is not None and self.max_train_rows < 100:
+            raise InputError(f"max_train_rows must be at least 100, got {self.max_train_rows}", column="max_train_rows")
+        if self.fit_jobs < 1:
+            raise InputError(f"fit_jobs must be at least 1, got {self.fit_jobs}", column="fit_jobs")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -353,20 +378,32 @@ def build_features(series: PreparedSeries, rows: pd.DataFrame, *, weekly: bool) 
 def fit_quantile_models(X: np.ndarray, y: np.ndarray, cfg: ForecastConfig) -> list:
     """One fitted scikit-learn model per level of ``cfg.levels``.
 
-    Fits run single-threaded: on these small problems OpenMP threads cost more than they save (and their
-    spin-waiting slows a busy machine down badly). scikit-learn is imported first so that its OpenMP
-    runtime is loaded when the limit is set.
+    Each fit runs single-threaded inside (on these small problems OpenMP threads cost more than they save,
+    and their spin-waiting slows a busy machine down badly); with ``cfg.fit_jobs`` > 1 that many worker
+    processes (joblib's loky backend) fit the levels side by side. Threads would not help: on a few
+    thousand rows the boosting loop's Python part holds the GIL most of the time. scikit-learn is imported
+    first so that its OpenMP runtime is loaded when the limit is set. The models do not depend on the
+    number of workers.
     """
     import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime before the limit)
     import sklearn.linear_model  # noqa: F401
-    from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1):
+    if cfg.fit_jobs <= 1:
         return [_fit_one(X, y, float(lv), cfg) for lv in cfg.levels]
+    from joblib import Parallel, delayed
+
+    return Parallel(n_jobs=cfg.fit_jobs, backend="loky")(delayed(_fit_one)(X, y, float(lv), cfg) for lv in cfg.levels)
 
 
 def _fit_one(X: np.ndarray, y: np.ndarray, lv: float, cfg: ForecastConfig):
-    """Fit the model of one level ``lv``."""
+    """Fit the model of one level ``lv`` (single-threaded)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _fit_level(X, y, lv, cfg)
+
+
+def _fit_level(X: np.ndarray, y: np.ndarray, lv: float, cfg: ForecastConfig):
     if cfg.model == "gbm":
         from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -378,7 +415,7 @@ def _fit_one(X: np.ndarray, y: np.ndarray, lv: float, cfg: ForecastConfig):
             max_leaf_nodes=cfg.max_leaf_nodes,
             min_samples_leaf=cfg.min_samples_leaf,
             max_bins=cfg.max_bins,
-            early_stopping=False,
+            early_stopping=cfg.early_stopping,
             random_state=cfg.seed,
         )
     else:
@@ -438,76 +475,222 @@ class ForecastResult:
     notes: list[str]
 
 
-def _plan(series: PreparedSeries, cfg: ForecastConfig) -> tuple[ForecastConfig, bool, list[str]]:
-    """Shrink lags, calibration and backtest windows to what the history allows (with notes)."""
-    notes: list[str] = []
-    n = len(series.history_days)
+@dataclass(frozen=True)
+class _Plan:
+    """What the history before the first forecast day allows."""
+
+    history_days: int  #: complete days of history before the first forecast day
+    weekly: bool  #: weekly lags in the features
+    warmup_days: int  #: days the warm-up model forecasts before the first forecast day (first residuals)
+    notes: tuple[str, ...]
+
+
+def _plan_for(n: int, cfg: ForecastConfig) -> _Plan | None:
+    """The plan for ``n`` days of history before the first forecast day, or None when they are too few."""
     weekly = n >= WEEKLY_MIN_DAYS
+    avail = n - (7 if weekly else 2)  # days with complete lagged features
+    warmup = min(cfg.calibration_days, max(1, avail // 4))
+    if avail - warmup < MIN_TRAIN_DAYS:
+        return None
+    notes = []
     if not weekly:
         notes.append(
-            f"only {n} days of history (< {WEEKLY_MIN_DAYS}, about five weeks): the weekly lags are "
-            "dropped and the baseline uses the daily lag"
+            f"only {n} days of history before the first forecast day (< {WEEKLY_MIN_DAYS}, about five weeks): "
+            "the weekly lags are dropped and the baseline uses the daily lag"
         )
-    lag_days = 7 if weekly else 2
-    avail = n - lag_days
-    if avail < MIN_TRAIN_DAYS + 2:
+    if warmup < cfg.calibration_days and cfg.calibrate:
+        notes.append(
+            f"calibration warm-up shortened to {warmup} days (the first forecast days are calibrated on fewer "
+            f"than {cfg.calibration_days} days of residuals)"
+        )
+    return _Plan(n, weekly, warmup, tuple(notes))
+
+
+def _history_needed(cfg: ForecastConfig) -> int:
+    """Fewest complete days of history before the first forecast day (lags, warm-up training and warm-up)."""
+    n = 1
+    while _plan_for(n, cfg) is None:
+        n += 1
+    return n
+
+
+def _days_before(series: PreparedSeries, day: pd.Timestamp) -> int:
+    return int(np.searchsorted(series.history_days.to_numpy(), np.datetime64(day, "ns")))
+
+
+def earliest_forecast_day(series: PreparedSeries, cfg: ForecastConfig = ForecastConfig()) -> pd.Timestamp:
+    """The first local delivery day (naive midnight) that :func:`rolling_forecasts` accepts as ``days[0]``.
+
+    It is the first day of the series with enough complete days of history before it for the lags, the
+    warm-up model's training data and the calibration warm-up; raises ``InputError`` when no day of the
+    series (up to its forecast day) has that much.
+    """
+    need = _history_needed(cfg)
+    hd = series.history_days
+    if len(hd) < need:
         raise InputError(
-            f"the price file holds {n} complete days; at least {lag_days + MIN_TRAIN_DAYS + 2} are needed",
+            f"the price file holds {len(hd)} complete days; at least {need} are needed before the first forecast day",
             column=TIMESTAMP,
         )
-    cal = min(cfg.calibration_days, max(1, avail // 4))
-    bt = min(cfg.backtest_days, avail - cal - MIN_TRAIN_DAYS)
-    if cal < cfg.calibration_days:
-        notes.append(f"calibration window shortened to {cal} days")
-    if bt < cfg.backtest_days:
-        notes.append(f"backtest shortened to {bt} days")
-    return replace(cfg, calibration_days=cal, backtest_days=bt), weekly, notes
+    return hd[need] if len(hd) > need else series.forecast_day
 
 
-class _Forecaster:
-    """Fits, calibrates and predicts one target day at a time without look-ahead."""
+def _check_days(series: PreparedSeries, days: Sequence[pd.Timestamp]) -> pd.DatetimeIndex:
+    """``days`` as increasing naive local midnights of the series (history days or its forecast day)."""
+    try:
+        idx = pd.DatetimeIndex([pd.Timestamp(d) for d in days])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"forecast days must be dates: {exc}", column=TIMESTAMP) from None
+    if len(idx) == 0:
+        raise InputError("no forecast days given", column=TIMESTAMP)
+    if idx.tz is not None or np.any(idx != idx.normalize()):
+        raise InputError("forecast days must be naive local midnights (as in history_days)", column=TIMESTAMP)
+    idx = idx.as_unit("ns")
+    if np.any(np.diff(idx.asi8) <= 0):
+        raise InputError("forecast days must be strictly increasing", column=TIMESTAMP)
+    known = series.history_days.append(pd.DatetimeIndex([series.forecast_day])).as_unit("ns")
+    missing = idx[~idx.isin(known)]
+    if len(missing):
+        raise InputError(
+            f"{missing[0]:%Y-%m-%d} is neither a complete day of the price series nor its next delivery day "
+            f"{series.forecast_day:%Y-%m-%d}",
+            column=TIMESTAMP,
+        )
+    return idx
 
-    def __init__(self, series: PreparedSeries, cfg: ForecastConfig, weekly: bool) -> None:
-        self.s, self.cfg = series, cfg
+
+class _Rolling:
+    """Refits, predicts and calibrates rolling forecasts whose refits are anchored at ``first_day``."""
+
+    def __init__(self, series: PreparedSeries, cfg: ForecastConfig, first_day: pd.Timestamp) -> None:
+        n = _days_before(series, first_day)
+        plan = _plan_for(n, cfg)
+        if plan is None:
+            need = _history_needed(cfg)
+            hd = series.history_days
+            earliest = (
+                f"; the earliest forecast day of this series is {earliest_forecast_day(series, cfg):%Y-%m-%d}"
+                if len(hd) >= need
+                else ""
+            )
+            raise InputError(
+                f"the first forecast day {first_day:%Y-%m-%d} has {n} complete days of history before it; at least "
+                f"{need} are needed (lags, warm-up model and calibration warm-up){earliest}",
+                column=TIMESTAMP,
+            )
+        self.s, self.cfg, self.plan, self.first = series, cfg, plan, first_day
         fr = series.frame
-        self.X = build_features(series, fr, weekly=weekly)
+        self.X = build_features(series, fr, weekly=plan.weekly).to_numpy(dtype=float)
         self.y = fr[PRICE].to_numpy(dtype=float)
         self.day = pd.DatetimeIndex(fr["day"])
-        self.ok = self.X.notna().all(axis=1).to_numpy()
-        self.models: list | None = None
+        self.k = np.asarray((self.day - first_day).days, dtype=np.int64)  # day number, 0 = first forecast day
+        self.ok = np.isfinite(self.X).all(axis=1)
         self.raw = np.full((len(fr), len(cfg.levels)), np.nan)
 
-    def refit(self, first_day: pd.Timestamp) -> None:
-        """Train on target days before ``first_day - calibration_days``; predict every later row (out of sample)."""
+    def _fit(self, end: int) -> tuple[list, int]:
+        """Models trained on the rows of days ``< end`` (day numbers), within ``train_days``; and the days used."""
         cfg = self.cfg
-        fit_end = first_day - pd.Timedelta(days=cfg.calibration_days)
         window = cfg.train_days if cfg.train_days is not None else (56 if cfg.model == "qra" else None)
-        m = self.ok & (self.day < fit_end) & np.isfinite(self.y)
+        m = self.ok & (self.k < end) & np.isfinite(self.y)
         if window is not None:
-            m &= self.day >= fit_end - pd.Timedelta(days=window)
-        if m.sum() < 10:
+            m &= self.k >= end - window
+        rows = np.flatnonzero(m)
+        if len(rows) < 10:
             raise InputError("too little training data after the lags", column=TIMESTAMP)
-        self.models = fit_quantile_models(self.X.to_numpy()[m], self.y[m], cfg)
-        later = self.ok & (self.day >= fit_end)
-        self.raw[:] = np.nan
-        self.raw[later] = predict_quantiles(self.models, self.X.to_numpy()[later])
+        used = len(np.unique(self.k[rows]))
+        if cfg.max_train_rows is not None and len(rows) > cfg.max_train_rows:
+            pick = np.random.default_rng(cfg.seed).choice(len(rows), cfg.max_train_rows, replace=False)
+            rows = rows[np.sort(pick)]
+        return fit_quantile_models(self.X[rows], self.y[rows], cfg), used
 
-    def forecast(self, d: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows of day ``d``, their calibrated sorted quantiles, and the raw (sorted) ones."""
-        rows = np.flatnonzero(self.day == d)
-        raw = self.raw[rows]
-        if np.isnan(raw).any():
-            raise InputError(f"features for {d:%Y-%m-%d} are incomplete (missing lagged days)", column=TIMESTAMP)
-        shift = np.zeros(len(self.cfg.levels))
-        if self.cfg.calibrate:
-            cal = (self.day >= d - pd.Timedelta(days=self.cfg.calibration_days)) & (self.day < d)
-            cal &= ~np.isnan(self.raw[:, 0]) & np.isfinite(self.y)
-            shift = conformal_shifts(self.raw[cal], self.y[cal], self.cfg.levels)
-        return rows, rearrange(raw + shift), rearrange(raw)
+    def run(
+        self, days: pd.DatetimeIndex, *, refit_last: bool = False, log: Callable[[str], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Forecast ``days`` (the first is ``first_day``); with ``refit_last`` the last day gets its own refit
+        on all data before it. Returns the rows, their day numbers, calibrated and raw (sorted) quantiles."""
+        cfg, w, every = self.cfg, self.plan.warmup_days, self.cfg.refit_every_days
+        ks = np.asarray((days - self.first).days, dtype=np.int64)
+        need = set(ks.tolist())
+        if cfg.calibrate:
+            for k in ks:
+                need.update(range(max(k - cfg.calibration_days, -w), k))
+        last = int(ks[-1]) if refit_last else None
+        blocks: dict[int, list[int]] = {}  # refit day number (-w: the warm-up model) -> days it forecasts
+        for k in sorted(need):
+            start = k if k == last else (-w if k < 0 else (k // every) * every)
+            blocks.setdefault(start, []).append(k)
+        for start, members in sorted(blocks.items()):
+            rows = np.flatnonzero(np.isin(self.k, members) & self.ok)
+            if len(rows) == 0:
+                continue
+            t0 = time.perf_counter()
+            models, used = self._fit(start)
+            self.raw[rows] = predict_quantiles(models, self.X[rows])
+            if log is not None:
+                a, b = (self.first + pd.Timedelta(days=int(x)) for x in (members[0], members[-1]))
+                what = "warm-up" if start < 0 else "forecast"
+                log(
+                    f"{what} {a:%Y-%m-%d}..{b:%Y-%m-%d} ({len(members)} days, refit on {used} days of history) "
+                    f"{time.perf_counter() - t0:.1f} s"
+                )
+        have = ~np.isnan(self.raw[:, 0]) & np.isfinite(self.y)
+        out_rows, out_q = [], []
+        for d, k in zip(days, ks):
+            rows = np.flatnonzero(self.k == k)
+            raw = self.raw[rows]
+            if np.isnan(raw).any():
+                raise InputError(f"features for {d:%Y-%m-%d} are incomplete (missing lagged days)", column=TIMESTAMP)
+            shift = np.zeros(len(cfg.levels))
+            if cfg.calibrate:
+                cal = have & (self.k >= max(k - cfg.calibration_days, -w)) & (self.k < k)
+                shift = conformal_shifts(self.raw[cal], self.y[cal], cfg.levels)
+            out_rows.append(rows)
+            out_q.append(rearrange(raw + shift))
+        rows = np.concatenate(out_rows)
+        return rows, self.k[rows], np.vstack(out_q), rearrange(self.raw[rows])
+
+    def frame(self, rows: np.ndarray, q: np.ndarray) -> pd.DataFrame:
+        """The rows as a frame: timestamp, origin, day, realised and the level columns."""
+        fr = self.s.frame
+        day = pd.DatetimeIndex(fr["day"].to_numpy()[rows])
+        uniq = day.unique()
+        origins = pd.DatetimeIndex([issue_time(d, self.cfg.tz) for d in uniq])
+        out = pd.DataFrame({TIMESTAMP: fr[TIMESTAMP].iloc[rows].reset_index(drop=True)})
+        out["origin"] = origins[uniq.get_indexer(day)]
+        out["day"] = day
+        out["realised"] = self.y[rows]
+        out[level_columns(self.cfg.levels)] = q
+        return out
 
 
-def _origin(d: pd.Timestamp, tz: str) -> pd.Timestamp:
-    """Issue time of the forecast of local day ``d``: 12:00 local on the day before, in UTC."""
+def rolling_forecasts(
+    series: PreparedSeries,
+    days: Sequence[pd.Timestamp],
+    cfg: ForecastConfig = ForecastConfig(),
+    *,
+    log: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Calibrated quantile forecasts (EUR/MWh) of every step of each delivery day in ``days``, issued in turn.
+
+    ``days`` are increasing local delivery days (naive midnights, as in ``series.history_days``; the
+    series' ``forecast_day`` may be the last), at least :func:`earliest_forecast_day`. The models are refitted
+    every ``cfg.refit_every_days`` days counted from ``days[0]``, each on all data before its refit day;
+    the forecast of day ``d`` is shifted by the conformal shifts of the forecasts issued for the
+    ``cfg.calibration_days`` days before ``d`` (a warm-up model supplies those before ``days[0]``). The rows
+    of day ``d`` depend only on prices before ``d``, exogenous values up to ``d`` and ``days[0]``.
+
+    Returns one row per step of each day, in time order: ``timestamp`` (UTC), ``origin`` (UTC issue time,
+    12:00 local the day before), ``day`` (naive local midnight), ``realised`` (EUR/MWh, NaN where unknown)
+    and the sorted calibrated quantiles ``level_columns(cfg.levels)``. ``log`` gets one line per refit.
+    """
+    idx = _check_days(series, days)
+    run = _Rolling(series, cfg, idx[0])
+    rows, _, q, _ = run.run(idx, log=log)
+    return run.frame(rows, q)
+
+
+def issue_time(d: pd.Timestamp, tz: str = MARKET_TZ) -> pd.Timestamp:
+    """Issue time (UTC) of the forecast of local delivery day ``d`` (naive midnight): 12:00 local on the day before."""
     return (d - pd.Timedelta(days=1) + pd.Timedelta(hours=12)).tz_localize(tz).tz_convert("UTC")
 
 
@@ -559,46 +742,44 @@ def _choose_baseline_lag(series: PreparedSeries, first_test: pd.Timestamp, weekl
 
 
 def run_forecast(df: pd.DataFrame, cfg: ForecastConfig = ForecastConfig()) -> ForecastResult:
-    """Rolling-origin backtest over the last ``cfg.backtest_days`` days, then the forecast of the next delivery day."""
+    """Rolling-origin backtest over the last ``cfg.backtest_days`` days (:func:`rolling_forecasts`), then the
+    forecast of the next delivery day from models refitted on all data."""
     series = prepare_series(df, tz=cfg.tz)
-    cfg, weekly, notes = _plan(series, cfg)
-    notes = series.notes + notes
-    fc = _Forecaster(series, cfg, weekly)
-    test_days = list(series.history_days[-cfg.backtest_days :])
-    fr = series.frame
+    hd = series.history_days
+    first_ok = earliest_forecast_day(series, cfg)
+    n_ok = int(np.sum(hd >= first_ok))
+    if n_ok < 1:
+        raise InputError(
+            f"the price file holds {len(hd)} complete days; at least {_history_needed(cfg) + 1} are needed "
+            "(history before the backtest and one backtest day)",
+            column=TIMESTAMP,
+        )
+    bt = min(cfg.backtest_days, n_ok)
+    notes = list(series.notes)
+    if bt < cfg.backtest_days:
+        notes.append(f"backtest shortened to {bt} days")
+    test_days = hd[-bt:]
+    fc = _Rolling(series, cfg, test_days[0])
+    notes += list(fc.plan.notes)
+    days = test_days.append(pd.DatetimeIndex([series.forecast_day]))
+    rows, ks, q, raw = fc.run(days, refit_last=True)
+    in_bt = ks < ks[-1]
+    backtest = fc.frame(rows[in_bt], q[in_bt]).drop(columns="day")
     cols = level_columns(cfg.levels)
-    parts, raw_parts = [], []
-    for i, d in enumerate(test_days):
-        if i % cfg.refit_every_days == 0:
-            fc.refit(d)
-        rows, q, raw = fc.forecast(d)
-        parts.append((rows, q))
-        raw_parts.append(raw)
+    fr = series.frame
+    quantiles = pd.DataFrame({TIMESTAMP: fr[TIMESTAMP].iloc[rows[~in_bt]].reset_index(drop=True)})
+    quantiles[cols] = q[~in_bt]
 
-    def frame_of(parts_: list, name: str | None = None) -> pd.DataFrame:
-        rows = np.concatenate([r for r, _ in parts_])
-        q = np.vstack([x for _, x in parts_])
-        out = pd.DataFrame({TIMESTAMP: fr.loc[rows, TIMESTAMP].to_numpy()})
-        out["origin"] = [_origin(d, cfg.tz) for d in fr.loc[rows, "day"]]
-        out["realised"] = fr.loc[rows, PRICE].to_numpy()
-        out[cols] = q
-        return out
-
-    backtest = frame_of(parts)
+    weekly = fc.plan.weekly
     lag = _choose_baseline_lag(series, test_days[0], weekly, cfg)
-    base = seasonal_naive(series, test_days, lag, cfg.baseline_window_days, cfg.levels)
-    baseline = frame_of([(np.flatnonzero(fr["day"] == d), base[d]) for d in test_days])
+    base = seasonal_naive(series, list(test_days), lag, cfg.baseline_window_days, cfg.levels)
+    baseline = backtest[[TIMESTAMP, "origin", "realised"]].copy()
+    baseline[cols] = np.vstack([base[d] for d in test_days])
     ok = np.isfinite(baseline[cols].to_numpy()).all(axis=1)
-
-    # the next delivery day
-    fc.refit(series.forecast_day)
-    rows, q, _ = fc.forecast(series.forecast_day)
-    quantiles = pd.DataFrame({TIMESTAMP: fr.loc[rows, TIMESTAMP].to_numpy()})
-    quantiles[cols] = q
 
     y = backtest["realised"].to_numpy()
     m_model = score(y, backtest[cols].to_numpy(), cfg.levels)
-    m_raw = score(y, np.vstack(raw_parts), cfg.levels)
+    m_raw = score(y, raw[in_bt], cfg.levels)
     m_base = score(y[ok], baseline.loc[ok, cols].to_numpy(), cfg.levels)
     metrics = {
         "pinball_loss": m_model["pinball_loss"],
@@ -619,10 +800,11 @@ def run_forecast(df: pd.DataFrame, cfg: ForecastConfig = ForecastConfig()) -> Fo
         "model": cfg.model,
         "calibrated": cfg.calibrate,
         "calibration_days": cfg.calibration_days,
+        "calibration_warmup_days": fc.plan.warmup_days,
         "refit_every_days": cfg.refit_every_days,
         "baseline_lag_days": lag,
         "weekly_lags": weekly,
-        "history_days": len(series.history_days),
+        "history_days": len(hd),
         "resolution_minutes": series.resolution,
         "forecast_day": f"{series.forecast_day:%Y-%m-%d}",
         "forecast_steps": int(len(quantiles)),
