@@ -2,7 +2,7 @@
 
 The data flow: :mod:`jaxvpp.market` (prices, forecasts, scenarios) -> :mod:`jaxvpp.battery` (every
 battery's risk-aware schedule) -> :mod:`jaxvpp.coordination` (the fleet to a community target), with
-:mod:`jaxvpp.studies` (sensitivities, sweeps), :mod:`jaxvpp.pipeline` (the main job) and the command line
+:mod:`jaxvpp.studies` (sensitivities, sweeps, the backtest), :mod:`jaxvpp.pipeline` (the main job) and the command line
 at the edge.
 
 Importing the package turns on float64 in JAX (``jax_enable_x64``): the solvers target 1e-6 relative
@@ -29,13 +29,15 @@ from jaxvpp.problem import (  # noqa: E402
     random_fleet,
     synthetic_market,
 )
-from jaxvpp.studies import Sensitivities, sensitivities, sweep  # noqa: E402
+from jaxvpp.studies import BacktestConfig, BacktestResult, Sensitivities, backtest, sensitivities, sweep  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULTS",
     "ALADINWarmStart",
+    "BacktestConfig",
+    "BacktestResult",
     "FLEET_COLUMNS",
     "BatterySolution",
     "CoordinationResult",
@@ -48,6 +50,7 @@ __all__ = [
     "Sensitivities",
     "Settings",
     "Status",
+    "backtest",
     "check_target",
     "coordinate",
     "make_fleet",

@@ -1,4 +1,4 @@
-"""The figures of ``jaxvpp run`` (matplotlib, Agg backend): each function returns a ``Figure``.
+"""The figures of ``jaxvpp run`` and the studies (matplotlib, Agg backend): each function returns a ``Figure``.
 
 * :func:`risk_bands`: the quantile forecast of the delivery day as a fan, with the last backtest days, the
   median and (when known) the realised prices;
@@ -7,7 +7,10 @@
   target, and the prices and coupling price underneath;
 * :func:`state_of_charge`: the fleet's stored energy and the spread of the batteries' states of charge;
 * :func:`convergence`: ALADIN against ADMM, coupling residual and objective error per iteration;
-* :func:`frontier`: expected profit against CVaR over risk weights, with the fleet's own points.
+* :func:`frontier`: expected profit against CVaR over risk weights, with the fleet's own points;
+* :func:`backtest_cumulative`, :func:`backtest_distribution`, :func:`backtest_cvar`: the figures of
+  ``jaxvpp backtest`` (cumulative realised profit, the distribution of daily profit with its tail, predicted
+  against realised CVaR).
 
 :func:`png_bytes` renders a figure to PNG bytes. The figures are built on ``matplotlib.figure.Figure``
 directly with the Agg canvas, not through pyplot: no global state, and the caller's backend is left alone.
@@ -21,6 +24,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from jaxvpp.market.scenarios import cvar
 
 BANDS = ((0.05, 0.95, "#c6dbef"), (0.10, 0.90, "#9ecae1"), (0.25, 0.75, "#6baed6"))
 C_TARGET, C_COORD, C_UNCOORD, C_ADMM, C_PRICE = "black", "#1f77b4", "#ff7f0e", "#7f7f7f", "#2ca02c"
@@ -470,5 +475,116 @@ def sweep_frontier(table: pd.DataFrame, param: str, *, alpha: float = 0.05, subt
     ax2.set_title("Optimal objective", fontsize=10)
     ax2.grid(alpha=0.3)
     fig.suptitle(f"Sweep over {param}" + (f" ({subtitle})" if subtitle else ""), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------
+# Backtest (``jaxvpp backtest``): one colour per strategy
+# ----------------------------------------------------------------------------------------------------
+
+_STRATEGY_COLOURS = {
+    "perfect_foresight": "0.55",
+    "deterministic": C_UNCOORD,
+    "risk_neutral": C_PRICE,
+    "risk_aware": C_COORD,
+    "coordinated": "#d62728",
+}
+
+
+def _strategy_colour(name: str, i: int) -> str:
+    if name in _STRATEGY_COLOURS:
+        return _STRATEGY_COLOURS[name]
+    return matplotlib.colormaps["viridis"](0.15 + 0.7 * ((i * 0.37) % 1.0))
+
+
+def _strategies(days: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(days["strategy"]))
+
+
+def backtest_cumulative(days: pd.DataFrame, *, subtitle: str = "") -> Figure:
+    """Cumulative realised profit (EUR) of each strategy over the backtest's days (``days``: ``days.csv``), and the
+    cumulative regret against perfect foresight below."""
+    fig, (ax, ax2) = _subplots(2, 1, figsize=(11, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    for i, name in enumerate(_strategies(days)):
+        g = days[days["strategy"] == name]
+        t = pd.DatetimeIndex(pd.to_datetime(g["day"]))
+        c = _strategy_colour(name, i)
+        ls = "--" if name == "perfect_foresight" else "-"
+        ax.plot(t, g["realised_profit_eur"].cumsum(), color=c, lw=1.5, ls=ls, label=name)
+        if name != "perfect_foresight":
+            ax2.plot(t, g["regret_eur"].cumsum(), color=c, lw=1.3, label=name)
+    ax.set_ylabel("cumulative realised profit (EUR)")
+    ax.set_title("Realised profit out of sample" + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    ax2.set_ylabel("cumulative regret (EUR)\nvs perfect foresight")
+    ax2.set_xlabel("delivery day")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def backtest_distribution(days: pd.DataFrame, *, alpha: float = 0.05, subtitle: str = "") -> Figure:
+    """The distribution of daily realised profit (EUR) per strategy (``days.csv``), with its ``alpha`` tail: the
+    alpha-quantile (a tick) and the mean of the days below it (a diamond)."""
+    names = _strategies(days)
+    fig, ax = _subplots(figsize=(11, 1.2 + 0.9 * len(names)))
+    for i, name in enumerate(names):
+        v = np.sort(days.loc[days["strategy"] == name, "realised_profit_eur"].to_numpy())
+        c = _strategy_colour(name, i)
+        y = len(names) - 1 - i
+        jitter = np.random.default_rng(i).uniform(-0.25, 0.25, v.size)
+        n_tail = max(1, int(np.ceil(alpha * v.size - 1e-9)))
+        ax.scatter(v[n_tail:], y + jitter[n_tail:], s=6, color=c, alpha=0.45, lw=0)
+        ax.scatter(v[:n_tail], y + jitter[:n_tail], s=10, color="#d62728", alpha=0.8, lw=0)
+        ax.boxplot(v, positions=[y], vert=False, widths=0.55, showfliers=False, manage_ticks=False)
+        ax.plot([v[n_tail - 1]] * 2, [y - 0.35, y + 0.35], color="#d62728", lw=2)
+        ax.scatter([v[:n_tail].mean()], [y], marker="D", s=45, color="#d62728", zorder=5)
+        ax.annotate(
+            f"mean {v.mean():.0f}, tail mean {v[:n_tail].mean():.0f} EUR",
+            (v.max(), y),
+            textcoords="offset points",
+            xytext=(6, -3),
+            fontsize=8,
+        )
+    ax.set_yticks(range(len(names)), names[::-1])
+    ax.set_xlabel(
+        f"daily realised profit of the fleet (EUR); red: the worst {100 * alpha:g} % of days, "
+        "the tick at their boundary, the diamond their mean (realised CVaR as a profit)"
+    )
+    ax.set_title("Daily realised profit per strategy" + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
+    ax.grid(alpha=0.3, axis="x")
+    ax.margins(x=0.25)
+    fig.tight_layout()
+    return fig
+
+
+def backtest_cvar(days: pd.DataFrame, *, alpha: float = 0.05, subtitle: str = "") -> Figure:
+    """Predicted CVaR against the realised loss (EUR) of each day (left), and each strategy's mean predicted CVaR
+    against its realised CVaR, the mean of the worst ``alpha`` share of realised daily losses (right)."""
+    names = [n for n in _strategies(days) if n != "perfect_foresight"]
+    fig, (ax, ax2) = _subplots(1, 2, figsize=(12, 5.2), gridspec_kw={"width_ratios": [3, 2]})
+    lo, hi = np.inf, -np.inf
+    for i, name in enumerate(names):
+        g = days[days["strategy"] == name]
+        x, y = g["predicted_cvar_eur"].to_numpy(), g["realised_loss_eur"].to_numpy()
+        c = _strategy_colour(name, i)
+        beyond = float(np.mean(y > x))
+        ax.scatter(x, y, s=8, alpha=0.5, color=c, lw=0, label=f"{name} ({100 * beyond:.1f} % of days beyond)")
+        lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
+        ax2.scatter([x.mean()], [cvar(y, None, alpha)], s=70, color=c, label=name, zorder=3)
+    for a in (ax, ax2):
+        if np.isfinite(lo):
+            a.plot([lo, hi], [lo, hi], color="0.4", lw=0.8, ls="--", label="realised = predicted")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8, loc="upper left")
+    ax.set_xlabel(f"predicted CVaR at alpha = {alpha:g} of the day's loss (EUR, fleet)")
+    ax.set_ylabel("realised loss of the day (EUR, fleet; < 0: a profit)")
+    ax.set_title("Each day: predicted tail against what happened", fontsize=10)
+    ax2.set_xlabel("mean predicted CVaR (EUR)")
+    ax2.set_ylabel(f"realised CVaR: mean of the worst {100 * alpha:g} % of days' losses (EUR)")
+    ax2.set_title("Per strategy: is the predicted tail honest?", fontsize=10)
+    fig.suptitle("Predicted against realised CVaR" + (f" ({subtitle})" if subtitle else ""), fontsize=11)
     fig.tight_layout()
     return fig

@@ -13,7 +13,7 @@ import sys
 
 import jax
 
-from jaxvpp.cli import market, run, solve, study
+from jaxvpp.cli import backtest, market, run, solve, study
 from jaxvpp.cli.common import EXIT_INFEASIBLE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NUMERICAL, EXIT_OK, input_error
 from jaxvpp.errors import InputError
 from jaxvpp.files import InterruptedAfterWrite
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  jaxvpp run --config run.toml --batteries 500 --seed 3\n"
             "  jaxvpp coordinate --fleet fleet.csv --scenarios scenarios.csv --target target.csv\n"
             "  jaxvpp sensitivity --fleet fleet.csv --scenarios scenarios.csv --target target.csv --out sens/\n"
-            "  jaxvpp sweep --param risk_weight --values 0:2:64 --out sweep/\n\n"
+            "  jaxvpp sweep --param risk_weight --values 0:2:64 --out sweep/\n"
+            "  jaxvpp backtest --prices prices.csv --out backtest/   a year of days, out of sample\n\n"
             "`jaxvpp COMMAND --help` describes each command. Exit codes: 0 success, 1 numerical error,\n"
             "2 bad input or an unwritable output path (file, row and column, config key, option or path\n"
             "named), 3 infeasible target, 130 interrupted. Outputs are written whole or not at all.\n"
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve.register(sub)
     market.register(sub)
     study.register(sub)
+    backtest.register(sub)
     return parser
 
 
