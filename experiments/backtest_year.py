@@ -68,16 +68,32 @@ def entsoe_export(prices: pd.DataFrame, missing: int, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_case(name: str, prices: pd.DataFrame, cfg: BacktestConfig, days: int, n: int, out: Path | None) -> dict:
+def run_case(
+    name: str,
+    prices: pd.DataFrame,
+    cfg: BacktestConfig,
+    days: int,
+    n: int,
+    out: Path | None,
+    forecasts: pd.DataFrame | None = None,
+) -> dict:
     fleet = random_fleet(n, seed=0)
     last = pd.DatetimeIndex(pd.to_datetime(prices[TIMESTAMP])).tz_convert(TZ).tz_localize(None).normalize().max()
     first = last - pd.Timedelta(days=days - 1)
     t0 = time.perf_counter()
-    res = backtest(prices, fleet, first_day=first, last_day=last, config=cfg, log=lambda s: print(f"[{name}] {s}"))
+    res = backtest(
+        prices,
+        fleet,
+        first_day=first,
+        last_day=last,
+        config=cfg,
+        forecasts=forecasts,
+        log=lambda s: print(f"[{name}] {s}", flush=True),
+    )
     wall = time.perf_counter() - t0
     if out is not None:
         write_backtest(res, out / name, plots=True, option=None)
-    return {"name": name, "wall_s": wall, "summary": res.summary}
+    return {"name": name, "wall_s": wall, "summary": res.summary, "forecasts": res.forecasts}
 
 
 def strategy_rows(case: dict) -> list[dict]:
@@ -125,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             **extra,
         )
         cases.append(run_case("synthetic", prices, cfg, days, n, args.folders))
-        cfg_w = BacktestConfig(strategies=("risk_aware",), risk_weights=(2.0, 5.0), **extra)
-        cases.append(run_case("synthetic-common-weights", prices, cfg_w, days, n, args.folders))
+        cfg_w = BacktestConfig(strategies=("risk_neutral", "risk_aware"), risk_weights=(2.0, 5.0), **extra)
+        # the same issued forecasts (and so the same scenarios) as the case above
+        cases.append(run_case("synthetic-common-weights", prices, cfg_w, days, n, args.folders, cases[-1]["forecasts"]))
     if "entsoe-layout" in chosen:
         raw = synthetic_prices(days + warm, 15, 7, start="2025-06-01", tz=TZ)
         tmp = ROOT / "experiments" / "out"
@@ -161,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             "export layout with gaps."
         ),
         sections=sections,
-        data=cases,
+        data=[{k: v for k, v in c.items() if k != "forecasts"} for c in cases],
         out_dir=args.out,
     )
     for _, body in sections:
