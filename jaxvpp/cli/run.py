@@ -95,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
-        help="the main job: market history, forecast, scenarios, fleet, target, ALADIN vs ADMM, frontier, plots",
+        help="the main job: market history, forecast, scenarios, fleet, target, ALADIN (ADMM opt-in), frontier, plots",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Run every phase on the built-in example (no download) or on your files, as the config says:\n"
