@@ -3,8 +3,8 @@
 #
 #     bash benchmarks/run_all.sh            # from the repository root (or anywhere: it changes there)
 #
-# Expected time on the 2-core development CPU with nothing else running: about 25 minutes in all
-# (coordination about 10, local_solver about 5, scale about 3, sweep about 8; estimated from small runs
+# Expected time on the 2-core development CPU with nothing else running: about 30 minutes in all
+# (coordination about 10, local_solver about 5, scale about 3, sweep about 8, main_job about 3; estimated from small runs
 # and earlier full runs of the same scripts). The slow anchors run at the smaller sizes only:
 #   coordination: Clarabel and HiGHS IPX up to N = 1000, HiGHS simplex up to 300, the lp instance up to
 #     1000, ADMM up to 100 and on the qp instance only (IP-ALADIN runs N = 10 ... 10000);
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 start=$(date +%s)
-for script in local_solver coordination scale sweep; do
+for script in local_solver coordination scale sweep main_job; do
     t0=$(date +%s)
     echo "== benchmarks/$script.py"
     "$PY" "benchmarks/$script.py"
