@@ -488,7 +488,7 @@ _STRATEGY_COLOURS = {
     "deterministic": C_UNCOORD,
     "risk_neutral": C_PRICE,
     "risk_aware": C_COORD,
-    "coordinated": "#d62728",
+    "coordinated": "#9467bd",
 }
 
 
@@ -536,13 +536,14 @@ def backtest_distribution(days: pd.DataFrame, *, alpha: float = 0.05, subtitle: 
         y = len(names) - 1 - i
         jitter = np.random.default_rng(i).uniform(-0.25, 0.25, v.size)
         n_tail = max(1, int(np.ceil(alpha * v.size - 1e-9)))
+        tail_mean = -cvar(-v, None, alpha)  # the summary's tail mean (the boundary day counts in part)
         ax.scatter(v[n_tail:], y + jitter[n_tail:], s=6, color=c, alpha=0.45, lw=0)
         ax.scatter(v[:n_tail], y + jitter[:n_tail], s=10, color="#d62728", alpha=0.8, lw=0)
         ax.boxplot(v, positions=[y], vert=False, widths=0.55, showfliers=False, manage_ticks=False)
         ax.plot([v[n_tail - 1]] * 2, [y - 0.35, y + 0.35], color="#d62728", lw=2)
-        ax.scatter([v[:n_tail].mean()], [y], marker="D", s=45, color="#d62728", zorder=5)
+        ax.scatter([tail_mean], [y], marker="D", s=45, color="#d62728", zorder=5)
         ax.annotate(
-            f"mean {v.mean():.0f}, tail mean {v[:n_tail].mean():.0f} EUR",
+            f"mean {v.mean():.0f}, tail mean {tail_mean:.0f} EUR",
             (v.max(), y),
             textcoords="offset points",
             xytext=(6, -3),
