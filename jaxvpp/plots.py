@@ -566,18 +566,25 @@ def backtest_cvar(days: pd.DataFrame, *, alpha: float = 0.05, subtitle: str = ""
     against its realised CVaR, the mean of the worst ``alpha`` share of realised daily losses (right)."""
     names = [n for n in _strategies(days) if n != "perfect_foresight"]
     fig, (ax, ax2) = _subplots(1, 2, figsize=(12, 5.2), gridspec_kw={"width_ratios": [3, 2]})
-    lo, hi = np.inf, -np.inf
+    points: dict = {ax: [], ax2: []}
     for i, name in enumerate(names):
         g = days[days["strategy"] == name]
         x, y = g["predicted_cvar_eur"].to_numpy(), g["realised_loss_eur"].to_numpy()
         c = _strategy_colour(name, i)
         beyond = float(np.mean(y > x))
         ax.scatter(x, y, s=8, alpha=0.5, color=c, lw=0, label=f"{name} ({100 * beyond:.1f} % of days beyond)")
-        lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
-        ax2.scatter([x.mean()], [cvar(y, None, alpha)], s=70, color=c, label=name, zorder=3)
+        point = (x.mean(), cvar(y, None, alpha))
+        ax2.scatter([point[0]], [point[1]], s=70, color=c, label=name, zorder=3)
+        points[ax] += [x, y]
+        points[ax2] += [np.asarray(point)]
     for a in (ax, ax2):
-        if np.isfinite(lo):
-            a.plot([lo, hi], [lo, hi], color="0.4", lw=0.8, ls="--", label="realised = predicted")
+        if points[a]:
+            v = np.concatenate(points[a])
+            lo, hi = float(v.min()), float(v.max())
+            pad = 0.1 * max(hi - lo, 1.0)
+            a.plot(
+                [lo - pad, hi + pad], [lo - pad, hi + pad], color="0.4", lw=0.8, ls="--", label="realised = predicted"
+            )
         a.grid(alpha=0.3)
         a.legend(fontsize=8, loc="upper left")
     ax.set_xlabel(f"predicted CVaR at alpha = {alpha:g} of the day's loss (EUR, fleet)")
