@@ -80,7 +80,17 @@ def provenance(command: Sequence[str] | str | None = None, extra: dict[str, Any]
             except ValueError:
                 pass
         command = "python " + shlex.join(parts)
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # the results folders are left out: a run that regenerates several files would otherwise see its own
+    # earlier outputs as changes to the code
+    status = _git(
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":(exclude)benchmarks/results",
+        ":(exclude)experiments/results",
+    )
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
