@@ -15,7 +15,7 @@ from jaxvpp.market.forecasting import ForecastConfig
 from jaxvpp.market.ingress import PRICE, TIMESTAMP, local_day, price_file_text, synthetic_prices
 from jaxvpp.problem import Market, Settings, fleet_take, random_fleet
 from jaxvpp.reference import solve_battery_reference
-from jaxvpp.studies.backtesting import DAY_COLUMNS, BacktestConfig, backtest
+from jaxvpp.studies.backtesting import DAY_COLUMNS, BacktestConfig, backtest, backtest_files
 
 TZ = "Europe/Berlin"
 FAST = ForecastConfig(boosting_iterations=15, refit_every_days=7, max_leaf_nodes=8)
@@ -216,3 +216,10 @@ def test_cli_gap_beyond_fill_gaps_is_an_error(prices, tmp_path, capsys):
     assert rc == 2 and not out.exists()
     err = capsys.readouterr().err
     assert "--fill-gaps" in err and str(pf) in err
+
+
+def test_figures_render(result):
+    """The three figures render from the result (PNG bytes), with every strategy in the tail panel."""
+    files = backtest_files(result, plots=True, dpi=30)
+    for name in ("cumulative_profit.png", "daily_profit.png", "cvar.png"):
+        assert files[name][:8] == b"\x89PNG\r\n\x1a\n"
