@@ -269,9 +269,16 @@ def _start(argv: list[str], hook: str | None, **kwargs) -> subprocess.Popen:
     env.pop(files.HOOK_ENV, None)
     if hook:
         env[files.HOOK_ENV] = hook
+    kwargs.setdefault("preexec_fn", _default_sigint)
     return subprocess.Popen(
         argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
     )
+
+
+def _default_sigint() -> None:
+    """Give the child the default SIGINT disposition: a test run started in the background of a
+    non-interactive shell inherits SIGINT ignored, and its children would then never see Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_hook(proc: subprocess.Popen, timeout: float = 240.0) -> None:
