@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from jaxvpp import io
-from jaxvpp.cli.common import EXIT_NUMERICAL, EXIT_OK, input_error
+from jaxvpp.cli.common import EXIT_NUMERICAL, EXIT_OK, add_fill_gaps_argument, input_error
 from jaxvpp.errors import InputError, NumericalError
 from jaxvpp.files import check_folder
 from jaxvpp.market.forecasting import ForecastConfig, read_quantile_file
@@ -110,13 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DAYS",
         help=f"days between forecaster refits (default {f.refit_every_days})",
     )
-    p.add_argument(
-        "--fill-gaps",
-        type=int,
-        default=0,
-        metavar="STEPS",
-        help="fill runs of at most STEPS missing prices by linear interpolation (default 0: a gap is an error)",
-    )
+    add_fill_gaps_argument(p, "--prices")
     p.add_argument(
         "--time-zone", default=MARKET_TZ, help=f"market time zone of the delivery days (default {MARKET_TZ})"
     )
@@ -157,8 +151,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         ):
             if value < 1:
                 raise InputError(f"{name} must be at least 1, got {value}", column=name)
-        if args.fill_gaps < 0:
-            raise InputError(f"--fill-gaps must be >= 0, got {args.fill_gaps}", column="--fill-gaps")
         cfg = BacktestConfig(
             strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
             risk_weights=_floats(args.risk_weights, "--risk-weights"),

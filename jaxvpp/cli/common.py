@@ -116,3 +116,29 @@ def read_problem(args: argparse.Namespace):
     target = io.read_target(args.target, len(steps), step_labels=steps) if args.target is not None else None
     settings = Settings(dt_hours=args.dt_hours, alpha=args.alpha, baseline=args.baseline)
     return ids, fleet, steps, market, target, settings
+
+
+def gap_steps(text: str) -> int:
+    """The value of ``--fill-gaps``: a whole number of steps, at least 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = off), got {v}")
+    return v
+
+
+def add_fill_gaps_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--fill-gaps STEPS`` (the gaps of ``what`` filled by linear interpolation) to a command."""
+    p.add_argument(
+        "--fill-gaps",
+        type=gap_steps,
+        default=0,
+        metavar="STEPS",
+        help=(
+            f"fill runs of up to STEPS missing steps of {what} (empty or NaN cells, rows missing from the time "
+            "grid) by linear interpolation in time; a longer run, or one at either end, is an error "
+            "(default 0: every gap is an error)"
+        ),
+    )

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from jaxvpp.cli.common import EXIT_OK, input_error
+from jaxvpp.cli.common import EXIT_OK, add_fill_gaps_argument, gap_steps, input_error
 from jaxvpp.errors import InputError
 from jaxvpp.files import check_file, check_folder
 from jaxvpp.market.forecasting import FORECAST_FILES, ForecastConfig, run_forecast, write_forecast
@@ -42,31 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _fail(exc: Exception) -> int:
     return input_error(exc)
-
-
-def _steps(text: str) -> int:
-    """The value of ``--fill-gaps``: a whole number of steps, at least 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of steps, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = off), got {v}")
-    return v
-
-
-def _add_fill_gaps(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument(
-        "--fill-gaps",
-        type=_steps,
-        default=0,
-        metavar="STEPS",
-        help=(
-            f"fill runs of up to STEPS missing steps of {what} (empty or NaN cells, rows missing from the time "
-            "grid) by linear interpolation in time; a longer run, or one at either end, is an error "
-            "(default 0: every gap is an error)"
-        ),
-    )
 
 
 def _report_gaps(gaps: list[Gap], file: object) -> None:
@@ -160,7 +135,7 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refresh", action="store_true", help="query the API even when the cache has the range")
     p.add_argument(
         "--fill-gaps",
-        type=_steps,
+        type=gap_steps,
         default=0,
         metavar="STEPS",
         help=(
@@ -288,7 +263,7 @@ def _add_forecast(sub: argparse._SubParsersAction) -> None:
         help=f"boosting iterations per level (gbm, default {d.boosting_iterations})",
     )
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed of the boosted trees (default {d.seed})")
-    _add_fill_gaps(p, "--prices")
+    add_fill_gaps_argument(p, "--prices")
     p.set_defaults(func=cmd_forecast)
 
 
