@@ -19,11 +19,11 @@ from jax import Array, lax
 
 import jaxvpp  # noqa: F401  (float64)
 from jaxvpp.battery.ipm import initial_point
-from jaxvpp.battery.kernel import factor, kkt_residuals, max_step, newton_direction, newton_once
+from jaxvpp.battery.kernel import factor, factor_net, kkt_residuals, max_step, newton_direction, newton_once
 from jaxvpp.battery.qp import Primal, build_qp
 from jaxvpp.battery.solution import schedule_metrics, solve_batteries
 from jaxvpp.coordination.admm import ADMMCarry, admm_start, admm_step
-from jaxvpp.coordination.aladin import coupling_curvature, coupling_dual, coupling_map, coupling_panel
+from jaxvpp.coordination.aladin import coupling_curvature, coupling_dual, coupling_map
 from jaxvpp.problem import Fleet, Market, Settings
 
 
@@ -188,8 +188,8 @@ def textbook_iteration(
             tol=1e-9,
         )
         k, err = sol.iterations, jnp.maximum(sol.primal_residual, sol.dual_residual)
-    fac = jax.vmap(factor)(qp._replace(rho=jnp.zeros_like(qp.rho)), z / s)
-    M = jax.vmap(coupling_curvature)(jax.vmap(coupling_panel)(fac), sc)
+    fac = jax.vmap(factor_net)(qp._replace(rho=jnp.zeros_like(qp.rho)), z / s)
+    M = jax.vmap(coupling_curvature)(fac, sc)
     p = jax.vmap(coupling_map)(sc, x)
     g = -lam[None, :] - rho * (p - zc)
     mu, dp = coupling_qp(M, g, p, target)
@@ -221,8 +221,8 @@ def barrier_tangent(fleet, market, settings, lam, zc, rho, local: Local, dtau):
     qp, sc = _fleet_qp(fleet, market, settings, lam, rho, zc)
     qf = qp._replace(rho=jnp.zeros_like(qp.rho))
     s, z = local.s, local.z
-    fac = jax.vmap(factor)(qf, z / s)
-    M = jax.vmap(coupling_curvature)(jax.vmap(coupling_panel)(fac), sc)
+    fac = jax.vmap(factor_net)(qf, z / s)
+    M = jax.vmap(coupling_curvature)(fac, sc)
     zero_d = jax.tree.map(jnp.zeros_like, local.x)
     zero_p = jnp.zeros_like(s)
     once = jax.vmap(newton_once)

@@ -138,20 +138,26 @@ def test_structured_operators_match_dense_transpose():
     assert isinstance(qp, BatteryQP)
 
 
-@pytest.mark.parametrize("ramp", [True, False])
-def test_factored_solve_matches_dense_newton_matrix(ramp):
-    """The blocked factorisation solves (Q + G' W G) dx = r as numpy does on the dense matrix built from G.
+@pytest.mark.parametrize("coordinates", ["charge-discharge", "net-power"])
+@pytest.mark.parametrize("ramp, lossless", [(True, False), (False, False), (True, True)])
+def test_factored_solve_matches_dense_newton_matrix(ramp, lossless, coordinates):
+    """The blocked factorisation solves (Q + G' W G) dx = r as numpy does on the dense matrix built from G,
+    in the (c, d, eta) coordinates of the battery solver and the (c, p = d - c, eta) ones of coordination
+    (lossless batteries included, where a (p, energy) change of variables would be singular); the latter's
+    T x T curvature is the net-power block of the dense inverse, and its price response the dense solve.
 
     The dense matrix is assembled column by column from apply_G / apply_Q (independent of the condensed
     blocks); W spans six orders of magnitude, as in an interior-point end game."""
     from jax.flatten_util import ravel_pytree
 
-    from jaxvpp.battery.kernel import factor, solve_factored
+    from jaxvpp.battery.kernel import factor, factor_net, net_curvature, net_response, solve_factored
     from jaxvpp.battery.qp import apply_Q, num_rows
 
     fl = random_fleet(3, seed=5)
     if not ramp:
         fl = fl._replace(ramp_mw_per_h=jnp.full(3, jnp.inf))
+    if lossless:
+        fl = fl._replace(eta_charge=jnp.ones(3), eta_discharge=jnp.ones(3))
     battery = fleet_take(fl, 1)
     T, K = 12, 5
     qp, _ = build_qp(battery, synthetic_market(K, T, seed=3), Settings())
@@ -169,9 +175,21 @@ def test_factored_solve_matches_dense_newton_matrix(ramp):
     assert np.allclose(dense, dense.T, atol=1e-9 * np.abs(dense).max())
     r = rng.normal(size=flat.shape[0])
     want = np.linalg.solve(dense, r)
-    got = ravel_pytree(solve_factored(qp, factor(qp, W, 0.0), unravel(jnp.asarray(r))))[0]
+    fac = (factor if coordinates == "charge-discharge" else factor_net)(qp, W, 0.0)
+    got = ravel_pytree(solve_factored(qp, fac, unravel(jnp.asarray(r))))[0]
     err = np.abs(np.asarray(got) - want).max() / np.abs(want).max()
     assert err < 1e-8, err
+    if coordinates == "net-power":
+        # E maps a net-power vector onto x = (c, d, eta, u) as (-v, v, 0, 0); p = E'x
+        E = np.zeros((flat.shape[0], T))
+        E[:T], E[T : 2 * T] = -np.eye(T), np.eye(T)
+        inv_E = np.linalg.solve(dense, E)
+        M = E.T @ inv_E
+        np.testing.assert_allclose(np.asarray(net_curvature(fac)), M, rtol=1e-8, atol=1e-10 * np.abs(M).max())
+        v = rng.normal(size=T)
+        want_v = (inv_E @ v)[: 2 * T + 1]
+        got_v = np.asarray(net_response(fac, jnp.asarray(v)))
+        assert np.abs(got_v - want_v).max() <= 1e-8 * np.abs(want_v).max()
 
 
 def test_cvar_matches_sorting_formula():

@@ -259,17 +259,16 @@ def test_coupling_solve_against_numpy():
 
 
 def test_price_response_and_curvature_match_the_general_local_solve():
-    """A battery's step for a price step alone (recovery from the coupling panel) equals the general Newton
+    """A battery's step for a price step alone (recovery from the net-power factor's (p, eta) block) equals the general Newton
     solve with that price as its only right-hand side, and M_i = S_i K_i^-1 S~_i' is what that step maps to."""
     import jax
 
-    from jaxvpp.battery.kernel import factor, newton_once
+    from jaxvpp.battery.kernel import factor_net, newton_once
     from jaxvpp.battery.qp import build_qp, num_rows
     from jaxvpp.coordination.aladin import (
         coupling_curvature,
         coupling_dual,
         coupling_map,
-        coupling_panel,
         coupling_response,
     )
     from jaxvpp.problem import fleet_take, random_fleet
@@ -280,15 +279,14 @@ def test_price_response_and_curvature_match_the_general_local_solve():
     rng = np.random.default_rng(2)
     m = num_rows(T, K)
     s, z = jnp.asarray(10.0 ** rng.uniform(-2, 1, m)), jnp.asarray(10.0 ** rng.uniform(-2, 1, m))
-    fac = factor(qp, z / s)
-    Y = coupling_panel(fac)
+    fac = factor_net(qp, z / s)
     lam = jnp.asarray(rng.normal(size=T))
     zero = jnp.zeros(m)
     want = newton_once(qp, fac, s, z, coupling_dual(qp, sc, lam), zero, zero)
-    got = coupling_response(qp, fac, Y, sc, s, z, lam)
+    got = coupling_response(qp, fac, sc, s, z, lam)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12 * np.abs(b).max())
     # the curvature the battery sends: its net-power response to a price step is -M lam
     np.testing.assert_allclose(
-        np.asarray(coupling_map(sc, got[0])), -np.asarray(coupling_curvature(Y, sc) @ lam), rtol=1e-9, atol=1e-12
+        np.asarray(coupling_map(sc, got[0])), -np.asarray(coupling_curvature(fac, sc) @ lam), rtol=1e-9, atol=1e-12
     )

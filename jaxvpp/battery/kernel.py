@@ -59,10 +59,11 @@ ADJOINT_PENALTY = 1e6  #: penalty weight on active rows in the implicit-differen
 PIVOT_FLOOR = 1e-14  #: smallest Cholesky pivot of the equilibrated matrix (unit diagonal); refinement corrects
 
 
-def _condensed_blocks(qp: BatteryQP, W: Array):
-    """The blocks of the condensed Newton matrix on ``(c, d, eta)``: ``K_cc, K_cd = K_dc, K_dd`` (T x T),
-    the eta column ``k = (-A'omega, A'omega)``, ``k_eta = sum(omega)``, the loss-row weights and the u-block
-    diagonal."""
+def _newton_pieces(qp: BatteryQP, W: Array):
+    """The pieces the condensed Newton matrix on ``(c, d, eta)`` is made of: the bound diagonals on c and d
+    (T,), the energy block ``Me = L' diag(w_e) L`` (T x T), the p block ``Bp`` (ramp tridiagonal, proximal
+    weight and the CVaR rank-K term; T x T), the eta column's p part ``A'omega`` (T,), ``k_eta = sum(omega)``,
+    the loss-row weights and the u-block diagonal (K,)."""
     T, K = qp.fc.shape[0], qp.fu.shape[0]
     sl = row_slices(T, K)
     # the blocks are written as elementwise selections on an index grid (no gathers, no diag matrices), which
@@ -87,10 +88,22 @@ def _condensed_blocks(qp: BatteryQP, W: Array):
     # materialised once: without the barrier XLA fuses (and so recomputes) Me and Bp into each of the blocks'
     # consumers, which costs more than computing them once and reading them back
     Me, Bp = lax.optimization_barrier((Me, Bp))
-    Kcc = jnp.where(i == j, (qp.qc + W[sl["c_lo"]] + W[sl["c_hi"]])[:, None], 0.0) + qp.gc**2 * Me + Bp
-    Kdd = jnp.where(i == j, (qp.qd + W[sl["d_lo"]] + W[sl["d_hi"]])[:, None], 0.0) + qp.gd**2 * Me + Bp
+    diag_c = qp.qc + W[sl["c_lo"]] + W[sl["c_hi"]]
+    diag_d = qp.qd + W[sl["d_lo"]] + W[sl["d_hi"]]
+    return diag_c, diag_d, Me, Bp, Aw, jnp.sum(omega), w_loss, d_u
+
+
+def _condensed_blocks(qp: BatteryQP, W: Array):
+    """The blocks of the condensed Newton matrix on ``(c, d, eta)``: ``K_cc, K_cd = K_dc, K_dd`` (T x T),
+    the eta column ``k = (-A'omega, A'omega)``, ``k_eta = sum(omega)``, the loss-row weights and the u-block
+    diagonal."""
+    diag_c, diag_d, Me, Bp, Aw, k_eta, w_loss, d_u = _newton_pieces(qp, W)
+    T = diag_c.shape[0]
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    Kcc = jnp.where(i == j, diag_c[:, None], 0.0) + qp.gc**2 * Me + Bp
+    Kdd = jnp.where(i == j, diag_d[:, None], 0.0) + qp.gd**2 * Me + Bp
     Kcd = -qp.gc * qp.gd * Me - Bp
-    return Kcc, Kcd, Kdd, Aw, jnp.sum(omega), w_loss, d_u
+    return Kcc, Kcd, Kdd, Aw, k_eta, w_loss, d_u
 
 
 def condensed_matrix(qp: BatteryQP, W: Array) -> tuple[Array, Array, Array]:
@@ -152,6 +165,26 @@ def inv_cholesky(A: Array, block: int | None = None) -> Array:
     return jnp.concatenate([top, jnp.concatenate([X21, X22], -1)], -2)
 
 
+def _factor_blocks(K11, K21, K22, w_loss, d_u, regularisation):
+    """Equilibrate and factor ``[[K11, K21'], [K21, K22]]`` ((T + T+1) square, given as its blocks)."""
+    T = K11.shape[0]
+    K11 = K11 + regularisation * jnp.eye(T)
+    K22 = K22 + regularisation * jnp.eye(T + 1)
+    sc, sd = 1.0 / jnp.sqrt(jnp.diagonal(K11)), 1.0 / jnp.sqrt(jnp.diagonal(K22))
+    A11 = K11 * sc[:, None] * sc[None, :]
+    A21 = K21 * sd[:, None] * sc[None, :]
+    A22 = K22 * sd[:, None] * sd[None, :]
+    X11 = inv_cholesky(A11)
+    L21 = A21 @ X11.T
+    X22 = inv_cholesky(A22 - L21 @ L21.T)
+    return X11, L21, X22, jnp.concatenate([sc, sd]), w_loss, d_u
+
+
+def _eta_bordered(B: Array, a: Array, k: Array) -> Array:
+    """``[[B, a], [a', k]]``: a T x T block bordered by the eta row and column."""
+    return jnp.concatenate([jnp.concatenate([B, a[:, None]], axis=1), jnp.concatenate([a, k[None]])[None, :]], axis=0)
+
+
 def factor(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> Factor:
     """Build, equilibrate and factor the condensed Newton matrix for row weights ``W = z / s``
     (``regularisation`` is added to its diagonal, scaled units; the caller's refinement removes it).
@@ -161,19 +194,73 @@ def factor(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> F
     concatenated, which avoids copying two (2T+1)^2 arrays per battery and factorisation.
     """
     Kcc, Kcd, Kdd, Aw, k_eta, w_loss, d_u = _condensed_blocks(qp, W)
-    T = Kcc.shape[0]
-    K11 = Kcc + regularisation * jnp.eye(T)
-    K22 = jnp.concatenate(
-        [jnp.concatenate([Kdd, Aw[:, None]], axis=1), jnp.concatenate([Aw, k_eta[None]])[None, :]], axis=0
-    ) + regularisation * jnp.eye(T + 1)
-    sc, sd = 1.0 / jnp.sqrt(jnp.diagonal(K11)), 1.0 / jnp.sqrt(jnp.diagonal(K22))
-    A11 = K11 * sc[:, None] * sc[None, :]
-    A21 = jnp.concatenate([Kcd, -Aw[None, :]], axis=0) * sd[:, None] * sc[None, :]  # K_dc = K_cd' = K_cd
-    A22 = K22 * sd[:, None] * sd[None, :]
-    X11 = inv_cholesky(A11)
-    L21 = A21 @ X11.T
-    X22 = inv_cholesky(A22 - L21 @ L21.T)
-    return Factor(x11=X11, l21=L21, x22=X22, scale=jnp.concatenate([sc, sd]), w_loss=w_loss, d_u=d_u)
+    K21 = jnp.concatenate([Kcd, -Aw[None, :]], axis=0)  # K_dc = K_cd' = K_cd
+    return Factor(*_factor_blocks(Kcc, K21, _eta_bordered(Kdd, Aw, k_eta), w_loss, d_u, regularisation))
+
+
+class NetFactor(NamedTuple):
+    """A factored Newton matrix in the coordinates ``(c, p, eta)`` with ``p = d - c``, the battery's net power:
+    ``K' = T' K T`` for the unit lower-triangular change of variables ``T: (c, p, eta) -> (c, p + c, eta)``,
+    factored as :class:`Factor` is (charge block first, then the (p, eta) block). The change of variables
+    is unimodular, so it is regular for every battery, lossless ones (``eta_c eta_d = 1``) included.
+
+    Because p is a block of its own, the inverse's (p, p) block, the T x T curvature the aggregator needs,
+    is ``D_p (X22' X22)_pp D_p``: one (T+1)-square product instead of a (2T+1) x T panel and its Gram matrix,
+    and a price step's response starts from ``X22`` alone (:func:`net_curvature`, :func:`net_response`).
+    """
+
+    x11: Array  #: (T, T) block of ``X`` on the charge rows and columns
+    l21: Array  #: (T+1, T) block of ``L`` on the (p, eta) rows, charge columns
+    x22: Array  #: (T+1, T+1) block of ``X`` on the (p, eta) rows and columns
+    scale: Array  #: (2T+1,) Jacobi equilibration ``D = diag(K')^-1/2``
+    w_loss: Array  #: (K,) weights of the loss rows
+    d_u: Array  #: (K,) diagonal of the u block
+
+
+def factor_net(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> NetFactor:
+    """:func:`factor` in the net-power coordinates ``(c, p, eta)`` (:class:`NetFactor`).
+
+    The blocks are formed from the pieces directly, not as ``T' K T``, which would cancel the p block
+    ``Bp`` out of the charge block in floating point: with ``delta = gc - gd``,
+    ``K'_cc = diag(q_c + w_c + q_d + w_d) + delta^2 Me``, ``K'_pc = diag(q_d + w_d) - gd delta Me`` and
+    ``K'_pp = K_dd``; eta couples with p alone.
+    """
+    diag_c, diag_d, Me, Bp, Aw, k_eta, w_loss, d_u = _newton_pieces(qp, W)
+    T = diag_c.shape[0]
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    delta = qp.gc - qp.gd
+    K11 = jnp.where(i == j, (diag_c + diag_d)[:, None], 0.0) + delta**2 * Me
+    Kpc = jnp.where(i == j, diag_d[:, None], 0.0) - qp.gd * delta * Me
+    Kpp = jnp.where(i == j, diag_d[:, None], 0.0) + qp.gd**2 * Me + Bp
+    K21 = jnp.concatenate([Kpc, jnp.zeros((1, T), Kpc.dtype)], axis=0)
+    return NetFactor(*_factor_blocks(K11, K21, _eta_bordered(Kpp, Aw, k_eta), w_loss, d_u, regularisation))
+
+
+def net_curvature(fac: NetFactor) -> Array:
+    """``E' K^-1 E`` (T x T, scaled units) for ``E`` the map of a net-power vector onto ``(c, d, eta)`` as
+    ``(-v, v, 0)``: the (p, p) block of ``K'^-1 = D X' X D``, which is ``D_p X22_p' X22_p D_p``."""
+    T = fac.x11.shape[0]
+    Xp = fac.x22[:, :T] * fac.scale[T : 2 * T]
+    return Xp.T @ Xp
+
+
+def net_response(fac: NetFactor, v: Array) -> Array:
+    """``K^-1 E v`` on ``(c, d, eta)`` for a net-power vector ``v`` (T,), scaled units: ``T D X' X D T' E v``
+    with ``T' E v = (0, v, 0)``, so ``X D T' E v = (0, X22_p D_p v)``."""
+    T = fac.x11.shape[0]
+    w = fac.x22[:, :T] @ (fac.scale[T : 2 * T] * v)
+    y = fac.scale * factor_xt(fac, jnp.concatenate([jnp.zeros(T, w.dtype), w]))
+    return _from_net(y, T)
+
+
+def _to_net(b: Array, T: int) -> Array:
+    """``T' b``: a right-hand side on ``(c, d, eta)`` in the net-power coordinates ``(c + d, d, eta)``."""
+    return jnp.concatenate([b[:T] + b[T : 2 * T], b[T:]], axis=0)
+
+
+def _from_net(y: Array, T: int) -> Array:
+    """``T y``: a solution in ``(c, p, eta)`` back on ``(c, d = p + c, eta)``."""
+    return jnp.concatenate([y[:T], y[T : 2 * T] + y[:T], y[2 * T :]], axis=0)
 
 
 def factor_x(fac: Factor, b: Array) -> Array:
@@ -190,11 +277,15 @@ def factor_xt(fac: Factor, y: Array) -> Array:
     return jnp.concatenate([fac.x11.T @ (y[:T] - fac.l21.T @ b2), b2], axis=0)
 
 
-def factor_apply(fac: Factor, b: Array) -> Array:
-    """``K^-1 b`` for the condensed matrix (b of shape (2T+1,) or (2T+1, r))."""
+def factor_apply(fac: Factor | NetFactor, b: Array) -> Array:
+    """``K^-1 b`` for the condensed matrix (b of shape (2T+1,) or (2T+1, r)), from either factor."""
+    T = fac.x11.shape[0]
+    if isinstance(fac, NetFactor):
+        b = _to_net(b, T)
     sb = fac.scale * b if b.ndim == 1 else fac.scale[:, None] * b
     y = factor_xt(fac, factor_x(fac, sb))
-    return fac.scale * y if b.ndim == 1 else fac.scale[:, None] * y
+    y = fac.scale * y if b.ndim == 1 else fac.scale[:, None] * y
+    return _from_net(y, T) if isinstance(fac, NetFactor) else y
 
 
 def solve_condensed(qp: BatteryQP, w_loss: Array, d_u: Array, solve_y: Callable[[Array], Array], r: Primal) -> Primal:

@@ -21,8 +21,9 @@ coupling rows), computed without any battery revealing its parameters, constrain
 **Step control.** The direction is Mehrotra's predictor-corrector: an affine (predictor) solve, then a
 corrector with centring, where every battery sets its own centring from its own affine step (a
 weighted central path: batteries' scaled units differ), then Gondzio's centrality correctors, each a full
-coupled solve with the same factorisations. Every coupled solve is refined iteratively against the
-residuals of the whole coupled system. One fleet-wide step length (fraction to the boundary over every
+coupled solve with the same factorisations. The corrector's coupled solve (the direction taken) is refined
+iteratively against the residuals of the whole coupled system; a second centrality corrector is solved only
+where the first lengthened the step. One fleet-wide step length (fraction to the boundary over every
 battery's bounds) moves all batteries and the multiplier. The iteration stops when the largest relative
 primal and dual residual, the fleet's relative duality gap and the coupling residual (relative to
 ``1 + max|target|``) are all below ``tol``. Near the end, where the factorisations lose the accuracy the
@@ -78,11 +79,12 @@ from jax import Array, lax
 
 from jaxvpp.battery.ipm import initial_point, kkt_measures
 from jaxvpp.battery.kernel import (
-    Factor,
-    factor,
-    factor_xt,
+    NetFactor,
+    factor_net,
     kkt_residuals,
     max_step,
+    net_curvature,
+    net_response,
     newton_once,
 )
 from jaxvpp.battery.qp import (
@@ -104,6 +106,14 @@ from jaxvpp.problem import Fleet, Market, Settings
 
 GONDZIO_CORRECTORS = 2  #: multiple-centrality correctors per iteration
 COUPLED_REFINE = 2  #: most refinement rounds of a coupled Newton solve
+#: the coupled solves of an iteration that are refined (0 predictor, 1 corrector, 2+ centrality correctors).
+#: Only the corrector's direction is the step taken; the predictor only sets the centring and the
+#: second-order term, and a centrality corrector is kept only where it lengthens the step. Refining those
+#: too changed no iteration count on the benchmark or test fleets and cost a third of an iteration
+REFINED_SOLVES = (1,)
+#: a centrality corrector follows only one that lengthened the step (one that did not is, nearly always,
+#: followed by another that does not): the second corrector's solve is skipped where the first failed
+GONDZIO_STOP = True
 REFINE_RTOL = 1e-3  #: a coupled solve is refined until its residual is below this fraction of its right-hand side
 #: static regularisation of each battery's condensed matrix (scaled units). Larger than the battery solver's
 #: (1e-9): in the end game (W = z/s over twenty orders of magnitude) the coupled solve's refinement
@@ -179,33 +189,25 @@ def coupling_dual(qp: BatteryQP, sc: Scales, lam: Array) -> Primal:
     return Primal(-v, v, jnp.zeros_like(qp.f_eta), jnp.zeros_like(qp.fu))
 
 
-def coupling_panel(fac: Factor) -> Array:
-    """``Y_i = X_i D_i E`` ((2T+1) x T): the factor's columns on the coupled variables, where ``E`` maps a
-    net-power vector onto ``(c, d, eta)`` as ``(-1, +1, 0)``. It gives both the curvature and the recovery."""
-    T = fac.x11.shape[0]
-    s_c, s_d = fac.scale[:T], fac.scale[T : 2 * T]
-    # X's charge columns are (X11; -X22 L21 X11), its discharge columns (0; X22[:, :T])
-    top = fac.x11 * s_c
-    return jnp.concatenate([-top, fac.x22 @ (jnp.eye(T + 1, T) * s_d + fac.l21 @ top)], axis=0)
-
-
-def coupling_curvature(Y: Array, sc: Scales) -> Array:
-    """``M_i = S_i K_i^-1 S~_i'`` (T x T, MW per EUR/MW) from the panel ``Y_i`` (:func:`coupling_panel`)."""
-    return (sc.power**2 / sc.money) * (Y.T @ Y)
+def coupling_curvature(fac: NetFactor, sc: Scales) -> Array:
+    """``M_i = S_i K_i^-1 S~_i'`` (T x T, MW per EUR/MW): the (p, p) block of the inverse of the battery's
+    Newton matrix in its net-power coordinates (:func:`~jaxvpp.battery.kernel.net_curvature`)."""
+    return (sc.power**2 / sc.money) * net_curvature(fac)
 
 
 def coupling_response(
-    qp: BatteryQP, fac: Factor, Y: Array, sc: Scales, s: Array, z: Array, lam: Array
+    qp: BatteryQP, fac: NetFactor, sc: Scales, s: Array, z: Array, lam: Array
 ) -> tuple[Primal, Array, Array]:
     """The battery's Newton step for the right-hand side ``S~_i' lam`` alone (the aggregator's price step).
 
     The same arithmetic as the general local solve with ``r_d = S~' lam`` and zero primal and complementarity
-    residuals, but the condensed solve ``D X' X D E v`` starts from the panel: ``X D E v = Y v`` (a (2T+1) x T
-    product instead of a (2T+1)^2 one, and no ``G'`` of zero residuals).
+    residuals, but the condensed solve starts from the factor's (p, eta) block
+    (:func:`~jaxvpp.battery.kernel.net_response`: a (T+1) x T product instead of a full ``X`` pass, and no
+    ``G'`` of zero residuals).
     """
     T = qp.fc.shape[0]
     v = lam * sc.power / sc.money
-    y = -fac.scale * factor_xt(fac, Y @ v)
+    y = -net_response(fac, v)
     dc, dd, deta = y[:T], y[T : 2 * T], y[2 * T]
     du = fac.w_loss * (loss_of_p(qp, dc - dd) - deta) / fac.d_u
     dx = Primal(dc, dd, deta, du)
@@ -394,7 +396,7 @@ def _merit(pb: ALADINProblem, pres, dres, gap, cres) -> Array:
     return jnp.maximum(jnp.maximum(pres, dres), jnp.maximum(gap, cres / pb.scale_target)) / pb.tol
 
 
-def _direction(pb: ALADINProblem, fac, Y, M, cfac, local, r_d, r_p, r_c, net, tgt, D):
+def _direction(pb: ALADINProblem, fac, M, cfac, local, r_d, r_p, r_c, net, tgt, D, rounds=COUPLED_REFINE):
     """Newton direction of the coupled system, refined as a whole.
 
     Solves, for every battery, ``Q dx + G'dz + S~' dlam = -r_d``, ``G dx + ds = -r_p``,
@@ -404,22 +406,23 @@ def _direction(pb: ALADINProblem, fac, Y, M, cfac, local, r_d, r_p, r_c, net, tg
     factor) is consistent with the curvatures ``M_i`` the batteries sent, so the recovered steps meet
     the linearised coupling exactly; iterative refinement against the residuals of the whole coupled
     system then removes the factorisation error, until the residual is below ``REFINE_RTOL`` times
-    the right-hand side (at most ``COUPLED_REFINE`` rounds: at N = 1000 only the last few iterations
-    needed any, so the refinement costs little where it is not needed). (Recovering with a refined local
+    the right-hand side (at most ``rounds`` rounds, ``COUPLED_REFINE`` for the solves in
+    ``REFINED_SOLVES``, none for the others; the residual is evaluated only where a further round may
+    follow). (Recovering with a refined local
     solve instead was inconsistent with ``M_i``: where ``sum_i M_i`` is nearly singular the mismatch was
     amplified to tens of MW in the end game.)
     """
     qp, sc = pb.qp, pb.sc
     s, z = local.s, local.z
     v_once = _over_fleet(newton_once, 0, 0, 0, 0, 0, 0)
-    v_response = _over_fleet(coupling_response, 0, 0, 0, 0, 0, None)
+    v_response = _over_fleet(coupling_response, 0, 0, 0, 0, None)
     v_dual = _over_fleet(coupling_dual, 0, None)
 
     def approx(rd, rp, rc, n, shift):
         x0, s0, z0 = v_once(qp, fac, s, z, rd, rp, rc)
         msgs = agg.AgentMessage(curvature=M, gradient=_net_powers(pb, x0), net_mw=n)
         dl, _ = agg.solve_coupling(cfac, msgs, tgt + shift)
-        hx, hs, hz = v_response(qp, fac, Y, sc, s, z, dl)
+        hx, hs, hz = v_response(qp, fac, sc, s, z, dl)
         return primal_map(jnp.add, x0, hx), s0 + hs, z0 + hz, dl
 
     def residual(d):
@@ -446,7 +449,7 @@ def _direction(pb: ALADINProblem, fac, Y, M, cfac, local, r_d, r_p, r_c, net, tg
 
     def more(carry):
         k, _, e = carry
-        return (k == 0) | ((k <= COUPLED_REFINE) & (size(*e) > goal))
+        return (k == 0) | ((k <= rounds) & (size(*e) > goal))
 
     def refine(carry):
         # round 0 is the plain solve (from d = 0 the residual is the right-hand side); one traced copy
@@ -454,7 +457,8 @@ def _direction(pb: ALADINProblem, fac, Y, M, cfac, local, r_d, r_p, r_c, net, tg
         k, d, e = carry
         c = approx(*e)
         d = (primal_map(jnp.add, d[0], c[0]), d[1] + c[1], d[2] + c[2], d[3] + c[3])
-        return k + 1, d, residual(d)
+        # the residual only where a further round may follow
+        return k + 1, d, lax.cond(k < rounds, residual, lambda _: e, d)
 
     d_zero = (jax.tree.map(jnp.zeros_like, r_d), jnp.zeros_like(r_p), jnp.zeros_like(r_c), jnp.zeros_like(tgt))
     return lax.while_loop(more, refine, (jnp.asarray(0), d_zero, rhs))[1]
@@ -520,9 +524,8 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
     v_dual = _over_fleet(coupling_dual, 0, None)
     r_d, r_p = _over_fleet(kkt_residuals, 0, 0, 0)(qp, local.x, s, z)
     r_d = primal_map(jnp.add, r_d, v_dual(qp, sc, lam))
-    fac = _over_fleet(lambda q, w: factor(q, w, FACTOR_REGULARISATION), 0)(qp, z / s)
-    Y = jax.vmap(coupling_panel)(fac)
-    M = _weighted(pb.weight, jax.vmap(coupling_curvature)(Y, sc))
+    fac = _over_fleet(lambda q, w: factor_net(q, w, FACTOR_REGULARISATION), 0)(qp, z / s)
+    M = _weighted(pb.weight, jax.vmap(coupling_curvature)(fac, sc))
     p_now = _net_powers(pb, local.x)
     el, rho = state.elastic, pb.rho
     D = agg.elastic_curvature(el, rho, lam)
@@ -607,7 +610,6 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
         new = _direction(
             pb,
             fac,
-            Y,
             M,
             cfac,
             local,
@@ -617,6 +619,7 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
             jnp.where(use_res, p_now, 0.0),
             jnp.where(use_res, pb.target - el.u + el.w, 0.0) - g_e,
             D,
+            jnp.where(jnp.isin(k, jnp.asarray(REFINED_SOLVES)), COUPLED_REFINE, 0),
         )
         new = (*new, agg.elastic_step(el, rho, lam, new[3], r_cu, r_cw))
 
@@ -625,16 +628,23 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
             cx, cs, cz, cl, ce = new
             summed = (primal_map(jnp.add, dx, cx), ds + cs, dz + cz, dlam + cl, jax.tree.map(jnp.add, d_el, ce))
             better = step_len(summed[1], summed[2], summed[4], summed[3]) >= 1.01 * a_cur
-            return jax.tree.map(lambda n, o: jnp.where(better, n, o), summed, dirn)
+            return jax.tree.map(lambda n, o: jnp.where(better, n, o), summed, dirn), better
 
-        new_dir = lax.cond(k <= 1, lambda _: new, add_if_longer, None)
+        new_dir, longer = lax.cond(k <= 1, lambda _: (new, jnp.asarray(True)), add_if_longer, None)
         new_aff = lax.cond(k == 0, lambda _: (new[1], new[2], new[4], new[3]), lambda _: aff, None)
-        return new_dir, new_aff, target_c
+        return new_dir, new_aff, target_c, longer
+
+    def solve_or_stop(k, carry):
+        # GONDZIO_STOP: the solve of a corrector that follows one that did not lengthen the step is skipped
+        go = (k <= 2) | carry[3] | (not GONDZIO_STOP)  # k = 2 is the first corrector
+        return lax.cond(go, lambda c: solve_k(k, c[:3]), lambda c: c, carry)
 
     zero_el = jax.tree.map(jnp.zeros_like, el)
     zdir = (jax.tree.map(jnp.zeros_like, local.x), jnp.zeros_like(s), jnp.zeros_like(z), jnp.zeros_like(lam), zero_el)
     init = (zdir, (jnp.zeros_like(s), jnp.zeros_like(z), zero_el, jnp.zeros_like(lam)), jnp.zeros((N, 1), s.dtype))
-    (dx, ds, dz, dlam, d_el), _, _ = lax.fori_loop(0, 2 + GONDZIO_CORRECTORS, solve_k, init)
+    (dx, ds, dz, dlam, d_el), _, _, _ = lax.fori_loop(
+        0, 2 + GONDZIO_CORRECTORS, solve_or_stop, (*init, jnp.asarray(True))
+    )
     # one step length for primal and dual: with Q != 0 separate ones stalled the dual residual
     alpha = step_len(ds, dz, d_el, dlam)
     new_local = LocalState(
