@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from jaxvpp.errors import InputError
 from jaxvpp.files import write_folder
@@ -126,6 +125,8 @@ def normal_scores(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     ranks = pd.DataFrame(x).rank(axis=0, method="average").to_numpy()
     n = np.sum(np.isfinite(x), axis=0)
+    from scipy.stats import norm  # here, not at the top: scipy.stats takes a second to import
+
     return norm.ppf(ranks / (n + 1.0))
 
 
@@ -201,6 +202,8 @@ def sample_paths(levels: tuple[float, ...], q: np.ndarray, corr: np.ndarray, n: 
     T = q.shape[0]
     chol = np.linalg.cholesky(nearest_correlation(corr) + 1e-12 * np.eye(T))
     z = rng.standard_normal((n, T)) @ chol.T
+    from scipy.stats import norm  # here, not at the top: scipy.stats takes a second to import
+
     u = norm.cdf(z)
     return quantile_function(levels, np.asarray(q, dtype=float), u.T).T
 
