@@ -545,7 +545,7 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--cli-solver":
         sys.exit(_cli_with_solver(sys.argv[2], sys.argv[3:]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="10,100,1000,10000,100000", help="N for the in-process table ('' for none)")
+    ap.add_argument("--sizes", default="10,100,1000,10000", help="N for the in-process table ('' for none)")
     ap.add_argument("--instances", default="qp,lp", help="instances: qp (random q > 0) and/or lp (q = 0)")
     ap.add_argument("--admm-max", type=int, default=100, help="largest N for ADMM")
     ap.add_argument("--lp-max", type=int, default=1000, help="largest N for the lp instance (in process)")

@@ -1,5 +1,10 @@
 """The Newton kernel of a battery's interior-point method: ``K = Q + G' W G`` condensed onto
 ``y = (c, d, eta)``, factored by a blocked inverse Cholesky, and the directions solved from it.
+
+Two factorisations share the blocks: :func:`factor` in the coordinates ``(c, d, eta)`` (the battery solver)
+and :func:`factor_net` in ``(c, p = d - c, eta)`` (coordination), where the net power is a block of its own
+and the aggregator's T x T curvature is one block of the inverse (:func:`net_curvature`).
+:func:`factor_apply` and the solves built on it take either.
 """
 
 from __future__ import annotations
