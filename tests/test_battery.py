@@ -150,7 +150,14 @@ def test_factored_solve_matches_dense_newton_matrix(ramp, lossless, coordinates)
     blocks); W spans six orders of magnitude, as in an interior-point end game."""
     from jax.flatten_util import ravel_pytree
 
-    from jaxvpp.battery.kernel import factor, factor_net, net_curvature, net_response, solve_factored
+    from jaxvpp.battery.kernel import (
+        factor,
+        factor_net,
+        net_curvature,
+        net_solve_finish,
+        net_solve_start,
+        solve_factored,
+    )
     from jaxvpp.battery.qp import apply_Q, num_rows
 
     fl = random_fleet(3, seed=5)
@@ -186,10 +193,19 @@ def test_factored_solve_matches_dense_newton_matrix(ramp, lossless, coordinates)
         inv_E = np.linalg.solve(dense, E)
         M = E.T @ inv_E
         np.testing.assert_allclose(np.asarray(net_curvature(fac)), M, rtol=1e-8, atol=1e-10 * np.abs(M).max())
+        # the two-half solve of K^-1 (b + E v) on (c, d, eta), with the u rows condensed out of the dense matrix
         v = rng.normal(size=T)
-        want_v = (inv_E @ v)[: 2 * T + 1]
-        got_v = np.asarray(net_response(fac, jnp.asarray(v)))
-        assert np.abs(got_v - want_v).max() <= 1e-8 * np.abs(want_v).max()
+        n_y = 2 * T + 1
+        Kyy, Kyu, Kuu = dense[:n_y, :n_y], dense[:n_y, n_y:], dense[n_y:, n_y:]
+        Ky = Kyy - Kyu @ np.linalg.solve(Kuu, Kyu.T)
+        b = rng.normal(size=n_y)
+        want_y = np.linalg.solve(Ky, b + E[:n_y] @ v)
+        part = net_solve_start(fac, jnp.asarray(b))
+        got_y = np.asarray(net_solve_finish(fac, part, jnp.asarray(v)))
+        assert np.abs(got_y - want_y).max() <= 1e-8 * np.abs(want_y).max()
+        # the net-power part known after the first half: that of K^-1 b
+        want_p = E[:n_y].T @ np.linalg.solve(Ky, b)
+        np.testing.assert_allclose(np.asarray(part.p), want_p, rtol=0, atol=1e-8 * np.abs(want_p).max())
 
 
 def test_cvar_matches_sorting_formula():

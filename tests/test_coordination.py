@@ -258,18 +258,21 @@ def test_coupling_solve_against_numpy():
     np.testing.assert_allclose(np.asarray(dlam), ref, rtol=1e-8)
 
 
-def test_price_response_and_curvature_match_the_general_local_solve():
-    """A battery's step for a price step alone (recovery from the net-power factor's (p, eta) block) equals the general Newton
-    solve with that price as its only right-hand side, and M_i = S_i K_i^-1 S~_i' is what that step maps to."""
+def test_two_half_local_solve_matches_the_general_local_solve():
+    """A battery's Newton step done in two halves around the aggregator (the forward half and its net-power
+    part first, the multiplier's term added in the second half with the same factor) equals the general Newton
+    solve with the multiplier's term in its right-hand side; the part it sends is the net power of the step at
+    a zero multiplier step, and the step's answer to a multiplier step alone is -M dlam."""
     import jax
 
     from jaxvpp.battery.kernel import factor_net, newton_once
-    from jaxvpp.battery.qp import build_qp, num_rows
+    from jaxvpp.battery.qp import Primal, build_qp, num_rows, primal_map
     from jaxvpp.coordination.aladin import (
         coupling_curvature,
         coupling_dual,
         coupling_map,
-        coupling_response,
+        local_solve_finish,
+        local_solve_start,
     )
     from jaxvpp.problem import fleet_take, random_fleet
 
@@ -280,13 +283,26 @@ def test_price_response_and_curvature_match_the_general_local_solve():
     m = num_rows(T, K)
     s, z = jnp.asarray(10.0 ** rng.uniform(-2, 1, m)), jnp.asarray(10.0 ** rng.uniform(-2, 1, m))
     fac = factor_net(qp, z / s)
+    shapes = Primal(qp.fc, qp.fd, qp.f_eta, qp.fu)
+    r_d = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=np.shape(a))), shapes)
+    r_p, r_c = jnp.asarray(rng.normal(size=m)), jnp.asarray(rng.normal(size=m))
     lam = jnp.asarray(rng.normal(size=T))
-    zero = jnp.zeros(m)
-    want = newton_once(qp, fac, s, z, coupling_dual(qp, sc, lam), zero, zero)
-    got = coupling_response(qp, fac, sc, s, z, lam)
+
+    def two_halves(rd, rp, rc):
+        half, p0 = local_solve_start(qp, fac, s, 1.0 / s, z, rd, rp, rc)
+        return local_solve_finish(qp, fac, sc, z, 1.0 / s, half, lam), p0
+
+    got, p0 = two_halves(r_d, r_p, r_c)
+    want = newton_once(qp, fac, s, z, primal_map(jnp.add, r_d, coupling_dual(qp, sc, lam)), r_p, r_c)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12 * np.abs(b).max())
-    # the curvature the battery sends: its net-power response to a price step is -M lam
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-11 * np.abs(b).max())
+    at_zero = newton_once(qp, fac, s, z, r_d, r_p, r_c)[0]
+    np.testing.assert_allclose(np.asarray(sc.power * p0), np.asarray(coupling_map(sc, at_zero)), rtol=1e-10, atol=1e-12)
+    # the curvature the battery sends: its net-power answer to a multiplier step alone is -M lam
+    price_only, _ = two_halves(jax.tree.map(jnp.zeros_like, r_d), jnp.zeros(m), jnp.zeros(m))
     np.testing.assert_allclose(
-        np.asarray(coupling_map(sc, got[0])), -np.asarray(coupling_curvature(fac, sc) @ lam), rtol=1e-9, atol=1e-12
+        np.asarray(coupling_map(sc, price_only[0])),
+        -np.asarray(coupling_curvature(fac, sc) @ lam),
+        rtol=1e-9,
+        atol=1e-12,
     )

@@ -2,9 +2,10 @@
 ``y = (c, d, eta)``, factored by a blocked inverse Cholesky, and the directions solved from it.
 
 Two factorisations share the blocks: :func:`factor` in the coordinates ``(c, d, eta)`` (the battery solver)
-and :func:`factor_net` in ``(c, p = d - c, eta)`` (coordination), where the net power is a block of its own
-and the aggregator's T x T curvature is one block of the inverse (:func:`net_curvature`).
-:func:`factor_apply` and the solves built on it take either.
+and :func:`factor_net` in ``(c, p = d - c, eta)`` with eta eliminated (coordination), where the net power is
+a block of its own and the aggregator's T x T curvature is one block of the inverse (:func:`net_curvature`).
+:func:`factor_apply` and the solves built on it take either; :func:`net_solve_start` and
+:func:`net_solve_finish` split a net-power solve around the aggregator.
 """
 
 from __future__ import annotations
@@ -171,10 +172,9 @@ def inv_cholesky(A: Array, block: int | None = None) -> Array:
 
 
 def _factor_blocks(K11, K21, K22, w_loss, d_u, regularisation):
-    """Equilibrate and factor ``[[K11, K21'], [K21, K22]]`` ((T + T+1) square, given as its blocks)."""
-    T = K11.shape[0]
-    K11 = K11 + regularisation * jnp.eye(T)
-    K22 = K22 + regularisation * jnp.eye(T + 1)
+    """Equilibrate and factor ``[[K11, K21'], [K21, K22]]`` (given as its blocks: T x T, n x T, n x n)."""
+    K11 = K11 + regularisation * jnp.eye(K11.shape[0])
+    K22 = K22 + regularisation * jnp.eye(K22.shape[0])
     sc, sd = 1.0 / jnp.sqrt(jnp.diagonal(K11)), 1.0 / jnp.sqrt(jnp.diagonal(K22))
     A11 = K11 * sc[:, None] * sc[None, :]
     A21 = K21 * sd[:, None] * sc[None, :]
@@ -205,30 +205,41 @@ def factor(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> F
 
 class NetFactor(NamedTuple):
     """A factored Newton matrix in the coordinates ``(c, p, eta)`` with ``p = d - c``, the battery's net power:
-    ``K' = T' K T`` for the unit lower-triangular change of variables ``T: (c, p, eta) -> (c, p + c, eta)``,
-    factored as :class:`Factor` is (charge block first, then the (p, eta) block). The change of variables
-    is unimodular, so it is regular for every battery, lossless ones (``eta_c eta_d = 1``) included.
+    ``K' = T' K T`` for the unit lower-triangular change of variables ``T: (c, p, eta) -> (c, p + c, eta)``.
+    The change of variables is unimodular, so it is regular for every battery, lossless ones
+    (``eta_c eta_d = 1``) included.
+
+    In these coordinates eta couples with p alone (``K'_{p eta} = a = A'omega``, ``K'_{eta eta} = k =
+    sum(omega)``), and it is eliminated first. The p block of the remaining 2T-square matrix on ``(c, p)`` is
+    ``K'_pp - a a' / k``, in which the CVaR term ``A' diag(omega) A`` becomes
+    ``A' (diag(omega) - omega omega' / sum(omega)) A``, positive semidefinite by Cauchy-Schwarz. That matrix
+    is factored as :class:`Factor` is (charge block first), by two T-square inverse Cholesky factorisations
+    and no bordered (T+1)-square one.
 
     Because p is a block of its own, the inverse's (p, p) block, the T x T curvature the aggregator needs,
-    is ``D_p (X22' X22)_pp D_p``: one (T+1)-square product instead of a (2T+1) x T panel and its Gram matrix,
-    and a price step's response starts from ``X22`` alone (:func:`net_curvature`, :func:`net_response`).
+    is ``D_p X22' X22 D_p``: one T-square product, and a price step enters a solve through ``X22`` alone
+    (:func:`net_curvature`, :func:`net_solve_finish`).
     """
 
     x11: Array  #: (T, T) block of ``X`` on the charge rows and columns
-    l21: Array  #: (T+1, T) block of ``L`` on the (p, eta) rows, charge columns
-    x22: Array  #: (T+1, T+1) block of ``X`` on the (p, eta) rows and columns
-    scale: Array  #: (2T+1,) Jacobi equilibration ``D = diag(K')^-1/2``
+    l21: Array  #: (T, T) block of ``L`` on the p rows, charge columns
+    x22: Array  #: (T, T) block of ``X`` on the p rows and columns
+    scale: Array  #: (2T,) Jacobi equilibration ``D = diag(K'')^-1/2`` of the eta-reduced matrix on (c, p)
+    a_eta: Array  #: (T,) the eta column on the p rows, ``a = A'omega``
+    k_eta: Array  #: () the eta diagonal ``k = sum(omega)``
     w_loss: Array  #: (K,) weights of the loss rows
     d_u: Array  #: (K,) diagonal of the u block
 
 
 def factor_net(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> NetFactor:
-    """:func:`factor` in the net-power coordinates ``(c, p, eta)`` (:class:`NetFactor`).
+    """The Newton matrix for row weights ``W = z / s`` in the net-power coordinates ``(c, p, eta)``, eta
+    eliminated, equilibrated and factored (:class:`NetFactor`; ``regularisation`` is added to the diagonal of
+    the 2T-square matrix, scaled units).
 
     The blocks are formed from the pieces directly, not as ``T' K T``, which would cancel the p block
     ``Bp`` out of the charge block in floating point: with ``delta = gc - gd``,
     ``K'_cc = diag(q_c + w_c + q_d + w_d) + delta^2 Me``, ``K'_pc = diag(q_d + w_d) - gd delta Me`` and
-    ``K'_pp = K_dd``; eta couples with p alone.
+    ``K'_pp = K_dd``; eta couples with p alone and is eliminated (``- a a' / k`` on the p block).
     """
     diag_c, diag_d, Me, Bp, Aw, k_eta, w_loss, d_u = _newton_pieces(qp, W)
     T = diag_c.shape[0]
@@ -236,75 +247,112 @@ def factor_net(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) 
     delta = qp.gc - qp.gd
     K11 = jnp.where(i == j, (diag_c + diag_d)[:, None], 0.0) + delta**2 * Me
     Kpc = jnp.where(i == j, diag_d[:, None], 0.0) - qp.gd * delta * Me
-    Kpp = jnp.where(i == j, diag_d[:, None], 0.0) + qp.gd**2 * Me + Bp
-    K21 = jnp.concatenate([Kpc, jnp.zeros((1, T), Kpc.dtype)], axis=0)
-    return NetFactor(*_factor_blocks(K11, K21, _eta_bordered(Kpp, Aw, k_eta), w_loss, d_u, regularisation))
+    a_k = Aw / k_eta
+    Kpp = jnp.where(i == j, diag_d[:, None], 0.0) + qp.gd**2 * Me + Bp - Aw[:, None] * a_k[None, :]
+    x11, l21, x22, scale, _, _ = _factor_blocks(K11, Kpc, Kpp, w_loss, d_u, regularisation)
+    return NetFactor(x11, l21, x22, scale, Aw, k_eta, w_loss, d_u)
 
 
 def net_curvature(fac: NetFactor) -> Array:
     """``E' K^-1 E`` (T x T, scaled units) for ``E`` the map of a net-power vector onto ``(c, d, eta)`` as
-    ``(-v, v, 0)``: the (p, p) block of ``K'^-1 = D X' X D``, which is ``D_p X22_p' X22_p D_p``."""
+    ``(-v, v, 0)``: the (p, p) block of ``K'^-1``, which is ``D_p X22' X22 D_p``."""
     T = fac.x11.shape[0]
-    Xp = fac.x22[:, :T] * fac.scale[T : 2 * T]
+    Xp = fac.x22 * fac.scale[T:]
     return Xp.T @ Xp
 
 
-def net_response(fac: NetFactor, v: Array) -> Array:
-    """``K^-1 E v`` on ``(c, d, eta)`` for a net-power vector ``v`` (T,), scaled units: ``T D X' X D T' E v``
-    with ``T' E v = (0, v, 0)``, so ``X D T' E v = (0, X22_p D_p v)``."""
+class NetSolve(NamedTuple):
+    """The first half of ``K^-1 b`` from a :class:`NetFactor` (:func:`net_solve_start`): what the second half
+    (:func:`net_solve_finish`) needs, and the net-power part of the answer, which is known before it."""
+
+    w: Array  #: (2T,) ``X D b''`` for the eta-reduced right-hand side ``b''`` on (c, p)
+    b_eta: Array  #: () the right-hand side's eta entry
+    p: Array  #: (T,) the net-power part ``(K^-1 b)_d - (K^-1 b)_c``
+
+
+def _net_rhs(fac: NetFactor, b: Array) -> Array:
+    """``b`` (2T+1,) on ``(c, d, eta)`` in the net-power coordinates, eta eliminated: ``(b_c + b_d, b_d - a
+    b_eta / k)``."""
     T = fac.x11.shape[0]
-    w = fac.x22[:, :T] @ (fac.scale[T : 2 * T] * v)
-    y = fac.scale * factor_xt(fac, jnp.concatenate([jnp.zeros(T, w.dtype), w]))
-    return _from_net(y, T)
+    return jnp.concatenate([b[:T] + b[T : 2 * T], b[T : 2 * T] - fac.a_eta * (b[2 * T] / fac.k_eta)])
 
 
-def _to_net(b: Array, T: int) -> Array:
-    """``T' b``: a right-hand side on ``(c, d, eta)`` in the net-power coordinates ``(c + d, d, eta)``."""
-    return jnp.concatenate([b[:T] + b[T : 2 * T], b[T:]], axis=0)
+def net_solve_start(fac: NetFactor, b: Array) -> NetSolve:
+    """The forward half of ``K^-1 b`` (b on ``(c, d, eta)``, scaled units) and its net-power part: the p
+    rows of ``K'^-1 = D X' X D`` need only ``X22'`` of the forward vector."""
+    T = fac.x11.shape[0]
+    w = factor_x(fac, fac.scale * _net_rhs(fac, b))
+    return NetSolve(w=w, b_eta=b[2 * T], p=fac.scale[T:] * (fac.x22.T @ w[T:]))
 
 
-def _from_net(y: Array, T: int) -> Array:
-    """``T y``: a solution in ``(c, p, eta)`` back on ``(c, d = p + c, eta)``."""
-    return jnp.concatenate([y[:T], y[T : 2 * T] + y[:T], y[2 * T :]], axis=0)
+def net_solve_finish(fac: NetFactor, part: NetSolve, v: Array) -> Array:
+    """``K^-1 (b + E v)`` on ``(c, d, eta)`` from :func:`net_solve_start`'s ``part`` of ``K^-1 b``, for a
+    net-power vector ``v`` (T,) with ``E v = (-v, v, 0)``: in the net-power coordinates ``E v`` is ``(0, v)``,
+    which adds ``(0, X22 D_p v)`` to the forward vector, so one solve serves both."""
+    T = fac.x11.shape[0]
+    w = part.w + jnp.concatenate([jnp.zeros(T, part.w.dtype), fac.x22 @ (fac.scale[T:] * v)])
+    y = fac.scale * factor_xt(fac, w)
+    eta = (part.b_eta - jnp.dot(fac.a_eta, y[T:])) / fac.k_eta
+    return _from_net(y, eta, T)
 
 
-def factor_x(fac: Factor, b: Array) -> Array:
-    """``X b`` (b of shape (2T+1,) or (2T+1, r))."""
+def _net_apply(fac: NetFactor, b: Array) -> Array:
+    """``K^-1 b`` from the net-power factor (b of shape (2T+1,) on ``(c, d, eta)``): the 2T-square solve on
+    the eta-reduced right-hand side gives ``(c, p)``, and ``eta = (b_eta - a'p) / k``."""
+    T = fac.x11.shape[0]
+    y = fac.scale * factor_xt(fac, factor_x(fac, fac.scale * _net_rhs(fac, b)))
+    eta = (b[2 * T] - jnp.dot(fac.a_eta, y[T:])) / fac.k_eta
+    return _from_net(y, eta, T)
+
+
+def _from_net(y: Array, eta: Array, T: int) -> Array:
+    """``(c, p)`` and eta back on ``(c, d = p + c, eta)``."""
+    return jnp.concatenate([y[:T], y[T:] + y[:T], eta[None]], axis=0)
+
+
+def factor_x(fac: Factor | NetFactor, b: Array) -> Array:
+    """``X b`` (b of shape (n,) or (n, r), n = 2T+1 for a :class:`Factor`, 2T for a :class:`NetFactor`)."""
     T = fac.x11.shape[0]
     y1 = fac.x11 @ b[:T]
     return jnp.concatenate([y1, fac.x22 @ (b[T:] - fac.l21 @ y1)], axis=0)
 
 
-def factor_xt(fac: Factor, y: Array) -> Array:
-    """``X' y`` (y of shape (2T+1,) or (2T+1, r))."""
+def factor_xt(fac: Factor | NetFactor, y: Array) -> Array:
+    """``X' y`` (y of shape (n,) or (n, r), as for :func:`factor_x`)."""
     T = fac.x11.shape[0]
     b2 = fac.x22.T @ y[T:]
     return jnp.concatenate([fac.x11.T @ (y[:T] - fac.l21.T @ b2), b2], axis=0)
 
 
 def factor_apply(fac: Factor | NetFactor, b: Array) -> Array:
-    """``K^-1 b`` for the condensed matrix (b of shape (2T+1,) or (2T+1, r)), from either factor."""
-    T = fac.x11.shape[0]
+    """``K^-1 b`` for the condensed matrix (b of shape (2T+1,), or (2T+1, r) for a :class:`Factor`), from
+    either factor."""
     if isinstance(fac, NetFactor):
-        b = _to_net(b, T)
+        return _net_apply(fac, b)
     sb = fac.scale * b if b.ndim == 1 else fac.scale[:, None] * b
     y = factor_xt(fac, factor_x(fac, sb))
-    y = fac.scale * y if b.ndim == 1 else fac.scale[:, None] * y
-    return _from_net(y, T) if isinstance(fac, NetFactor) else y
+    return fac.scale * y if b.ndim == 1 else fac.scale[:, None] * y
+
+
+def condense_rhs(qp: BatteryQP, w_loss: Array, d_u: Array, r: Primal) -> Array:
+    """The right-hand side on ``(c, d, eta)`` (2T+1,) of ``(Q + G' W G) dx = r`` with u condensed out:
+    ``r_y + G_y' (w_loss r_u / d_u)``, with ``G_y`` the loss rows' coefficients ``(A, -A, -1)``."""
+    t_u = w_loss * r.u / d_u
+    a_t = loss_of_p_t(qp, t_u)
+    return jnp.concatenate([r.c + a_t, r.d - a_t, (r.eta - jnp.sum(t_u))[None]])
+
+
+def recover_u(qp: BatteryQP, w_loss: Array, d_u: Array, r_u: Array, y: Array) -> Primal:
+    """The whole step from its ``(c, d, eta)`` part ``y`` and the u rows' right-hand side ``r_u``."""
+    T = qp.fc.shape[0]
+    dc, dd, deta = y[:T], y[T : 2 * T], y[2 * T]
+    g = loss_of_p(qp, dc - dd) - deta  # G_y y for the loss rows
+    return Primal(dc, dd, deta, (r_u + w_loss * g) / d_u)
 
 
 def solve_condensed(qp: BatteryQP, w_loss: Array, d_u: Array, solve_y: Callable[[Array], Array], r: Primal) -> Primal:
     """Solve ``(Q + G' W G) dx = r`` given a solver ``solve_y`` of the condensed matrix (condensing u exactly)."""
-    T = qp.fc.shape[0]
-    t_u = w_loss * r.u / d_u
-    # y-part of the condensed right-hand side: r_y + G_y' (w_loss r_u / d_u) with G_y rows (A, -A, -1)
-    a_t = loss_of_p_t(qp, t_u)
-    ry = jnp.concatenate([r.c + a_t, r.d - a_t, (r.eta - jnp.sum(t_u))[None]])
-    y = solve_y(ry)
-    dc, dd, deta = y[:T], y[T : 2 * T], y[2 * T]
-    g = loss_of_p(qp, dc - dd) - deta  # G_y y for the loss rows
-    du = (r.u + w_loss * g) / d_u
-    return Primal(dc, dd, deta, du)
+    return recover_u(qp, w_loss, d_u, r.u, solve_y(condense_rhs(qp, w_loss, d_u, r)))
 
 
 def solve_factored(qp: BatteryQP, fac: Factor, r: Primal) -> Primal:

@@ -80,12 +80,15 @@ from jax import Array, lax
 from jaxvpp.battery.ipm import initial_point, kkt_measures
 from jaxvpp.battery.kernel import (
     NetFactor,
+    NetSolve,
+    condense_rhs,
     factor_net,
     kkt_residuals,
     max_step,
     net_curvature,
-    net_response,
-    newton_once,
+    net_solve_finish,
+    net_solve_start,
+    recover_u,
 )
 from jaxvpp.battery.qp import (
     FLEET_QP_AXES,
@@ -96,7 +99,6 @@ from jaxvpp.battery.qp import (
     apply_GT,
     apply_Q,
     build_qp,
-    loss_of_p,
     max_abs,
     objective,
     primal_map,
@@ -193,24 +195,43 @@ def coupling_curvature(fac: NetFactor, sc: Scales) -> Array:
     return (sc.power**2 / sc.money) * net_curvature(fac)
 
 
-def coupling_response(
-    qp: BatteryQP, fac: NetFactor, sc: Scales, s: Array, z: Array, lam: Array
-) -> tuple[Primal, Array, Array]:
-    """The battery's Newton step for the right-hand side ``S~_i' lam`` alone (the aggregator's price step).
+class LocalSolve(NamedTuple):
+    """A battery's Newton step half done (:func:`local_solve_start`): what it needs to finish the step once the
+    aggregator's multiplier step is known (:func:`local_solve_finish`)."""
 
-    The same arithmetic as the general local solve with ``r_d = S~' lam`` and zero primal and complementarity
-    residuals, but the condensed solve starts from the factor's (p, eta) block
-    (:func:`~jaxvpp.battery.kernel.net_response`: a (T+1) x T product instead of a full ``X`` pass, and no
-    ``G'`` of zero residuals).
+    part: NetSolve  #: the forward half of the condensed solve
+    r_u: Array  #: (K,) the u rows' right-hand side
+    r_p: Array  #: (m,) primal residual
+    r_c: Array  #: (m,) complementarity residual
+
+
+def local_solve_start(
+    qp: BatteryQP, fac: NetFactor, s: Array, inv_s: Array, z: Array, r_d: Primal, r_p: Array, r_c: Array
+) -> tuple[LocalSolve, Array]:
+    """The first half of the battery's Newton step ``Q dx + G'dz + S~' dlam = -r_d``, ``G dx + ds = -r_p``,
+    ``Z ds + S dz = -r_c`` (``inv_s = 1 / s``), done before the multiplier step ``dlam`` is known.
+
+    Returns the half-done step and the net-power part of the step at ``dlam = 0`` (scaled units), which is
+    what the battery sends the aggregator (times its power scale). :func:`local_solve_finish` adds the
+    multiplier's term in the same solve: the step is one condensed solve with ``K_i``'s factor, not two.
     """
-    T = qp.fc.shape[0]
-    v = lam * sc.power / sc.money
-    y = -net_response(fac, v)
-    dc, dd, deta = y[:T], y[T : 2 * T], y[2 * T]
-    du = fac.w_loss * (loss_of_p(qp, dc - dd) - deta) / fac.d_u
-    dx = Primal(dc, dd, deta, du)
-    ds = -apply_G(qp, dx)
-    return dx, ds, -z * ds / s
+    ghat = primal_map(jnp.add, r_d, apply_GT(qp, (z * r_p - r_c) * inv_s))
+    r = primal_map(jnp.negative, ghat)
+    part = net_solve_start(fac, condense_rhs(qp, fac.w_loss, fac.d_u, r))
+    return LocalSolve(part=part, r_u=r.u, r_p=r_p, r_c=r_c), part.p
+
+
+def local_solve_finish(
+    qp: BatteryQP, fac: NetFactor, sc: Scales, z: Array, inv_s: Array, st: LocalSolve, dlam: Array
+) -> tuple[Primal, Array, Array]:
+    """The battery's Newton step ``(dx, ds, dz)`` for the aggregator's multiplier step ``dlam`` (T,), from
+    :func:`local_solve_start`'s half. The multiplier enters the right-hand side as ``-S~' dlam = -E v`` with
+    ``v = dlam P / money``."""
+    v = dlam * sc.power / sc.money
+    y = net_solve_finish(fac, st.part, -v)
+    dx = recover_u(qp, fac.w_loss, fac.d_u, st.r_u, y)
+    ds = -st.r_p - apply_G(qp, dx)
+    return dx, ds, -(st.r_c + z * ds) * inv_s
 
 
 class LocalState(NamedTuple):
@@ -412,16 +433,17 @@ def _direction(pb: ALADINProblem, fac, M, cfac, local, r_d, r_p, r_c, net, tgt, 
     """
     qp, sc = pb.qp, pb.sc
     s, z = local.s, local.z
-    v_once = _over_fleet(newton_once, 0, 0, 0, 0, 0, 0)
-    v_response = _over_fleet(coupling_response, 0, 0, 0, 0, None)
+    inv_s = 1.0 / s
+    v_start = _over_fleet(local_solve_start, 0, 0, 0, 0, 0, 0, 0)
+    v_finish = _over_fleet(local_solve_finish, 0, 0, 0, 0, 0, None)
     v_dual = _over_fleet(coupling_dual, 0, None)
 
     def approx(rd, rp, rc, n, shift):
-        x0, s0, z0 = v_once(qp, fac, s, z, rd, rp, rc)
-        msgs = agg.AgentMessage(curvature=M, gradient=_net_powers(pb, x0), net_mw=n)
+        half, p0 = v_start(qp, fac, s, inv_s, z, rd, rp, rc)
+        msgs = agg.AgentMessage(curvature=M, gradient=_weighted(pb.weight, sc.power[:, None] * p0), net_mw=n)
         dl, _ = agg.solve_coupling(cfac, msgs, tgt + shift)
-        hx, hs, hz = v_response(qp, fac, sc, s, z, dl)
-        return primal_map(jnp.add, x0, hx), s0 + hs, z0 + hz, dl
+        dx, ds, dz = v_finish(qp, fac, sc, z, inv_s, half, dl)
+        return dx, ds, dz, dl
 
     def residual(d):
         dx, ds, dz, dl = d
@@ -443,11 +465,14 @@ def _direction(pb: ALADINProblem, fac, M, cfac, local, r_d, r_p, r_c, net, tgt, 
         )
 
     rhs = (r_d, r_p, r_c, net, jnp.zeros_like(tgt))
-    goal = REFINE_RTOL * size(*rhs)
+    # the norms only where they are used: a solve without refinement (rounds = 0) stops after round 0,
+    # and its norms would be a fifth of its time (a dozen reductions over every battery's rows)
+    zero = jnp.zeros((), r_p.dtype)
+    goal = lax.cond(rounds > 0, lambda: REFINE_RTOL * size(*rhs), lambda: zero)
 
     def more(carry):
         k, _, e = carry
-        return (k == 0) | ((k <= rounds) & (size(*e) > goal))
+        return (k == 0) | lax.cond(k <= rounds, lambda: size(*e) > goal, lambda: jnp.asarray(False))
 
     def refine(carry):
         # round 0 is the plain solve (from d = 0 the residual is the right-hand side); one traced copy
