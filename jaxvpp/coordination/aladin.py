@@ -465,8 +465,9 @@ def _direction(pb: ALADINProblem, fac, M, cfac, local, r_d, r_p, r_c, net, tgt, 
         )
 
     rhs = (r_d, r_p, r_c, net, jnp.zeros_like(tgt))
-    # the norms only where they are used: a solve without refinement (rounds = 0) stops after round 0,
-    # and its norms would be a fifth of its time (a dozen reductions over every battery's rows)
+    # the norms only where they are used: a solve without refinement (rounds = 0) stops after round 0.
+    # Computed in every solve, they were a dozen reductions over every battery's rows each, 3.8 of the 41 ms
+    # of an iteration at N = 1000 in a profiler trace
     zero = jnp.zeros((), r_p.dtype)
     goal = lax.cond(rounds > 0, lambda: REFINE_RTOL * size(*rhs), lambda: zero)
 
