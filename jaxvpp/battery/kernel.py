@@ -291,22 +291,22 @@ def net_solve_finish(fac: NetFactor, part: NetSolve, v: Array) -> Array:
     which adds ``(0, X22 D_p v)`` to the forward vector, so one solve serves both."""
     T = fac.x11.shape[0]
     w = part.w + jnp.concatenate([jnp.zeros(T, part.w.dtype), fac.x22 @ (fac.scale[T:] * v)])
-    y = fac.scale * factor_xt(fac, w)
-    eta = (part.b_eta - jnp.dot(fac.a_eta, y[T:])) / fac.k_eta
-    return _from_net(y, eta, T)
+    return _net_backward(fac, w, part.b_eta)
 
 
 def _net_apply(fac: NetFactor, b: Array) -> Array:
-    """``K^-1 b`` from the net-power factor (b of shape (2T+1,) on ``(c, d, eta)``): the 2T-square solve on
-    the eta-reduced right-hand side gives ``(c, p)``, and ``eta = (b_eta - a'p) / k``."""
+    """``K^-1 b`` from the net-power factor (b of shape (2T+1,) on ``(c, d, eta)``)."""
     T = fac.x11.shape[0]
-    y = fac.scale * factor_xt(fac, factor_x(fac, fac.scale * _net_rhs(fac, b)))
-    eta = (b[2 * T] - jnp.dot(fac.a_eta, y[T:])) / fac.k_eta
-    return _from_net(y, eta, T)
+    return _net_backward(fac, factor_x(fac, fac.scale * _net_rhs(fac, b)), b[2 * T])
 
 
-def _from_net(y: Array, eta: Array, T: int) -> Array:
-    """``(c, p)`` and eta back on ``(c, d = p + c, eta)``."""
+def _net_backward(fac: NetFactor, w: Array, b_eta: Array) -> Array:
+    """The backward half of a net-power solve, from the forward vector ``w`` (2T,) and the right-hand side's
+    eta entry: ``(c, p) = D X' w``, ``eta = (b_eta - a'p) / k``, and the answer back on
+    ``(c, d = p + c, eta)``."""
+    T = fac.x11.shape[0]
+    y = fac.scale * factor_xt(fac, w)
+    eta = (b_eta - jnp.dot(fac.a_eta, y[T:])) / fac.k_eta
     return jnp.concatenate([y[:T], y[T:] + y[:T], eta[None]], axis=0)
 
 
