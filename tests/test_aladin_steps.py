@@ -186,3 +186,39 @@ def test_a_live_log_ends_with_its_block():
     assert len(got) == 1
     with live_log(None) as quiet:
         assert quiet.call_id is None
+
+
+def test_a_breakdown_with_the_elastic_problem_solved_reports_the_target_out_of_reach():
+    """A target the ramp limits rule out (the pre-checks pass it): the iterates of aladin_step solve the
+    elastic problem while the plain coupling stays violated. Stopped by a breakdown once the elastic problem
+    is solved to the acceptable level but not to ``tol``, aladin_finish reports the target out of reach
+    with the measures of the iterate it keeps; stopped earlier, the breakdown stays a numerical error."""
+    from instances import make_fleet
+
+    from jaxvpp import Settings, synthetic_market
+    from jaxvpp.coordination.aladin import ACCEPTABLE_TOL
+    from jaxvpp.coordination.feasibility import check_target
+
+    fleet = make_fleet(5, ramp_mw_per_h=0.1)
+    market = synthetic_market(5, 24, seed=0)
+    target = jnp.asarray(np.where(np.arange(24) % 2 == 0, 1.0, -1.2))
+    assert not check_target(fleet, np.asarray(target), Settings())
+    pb = aladin_problem(fleet, market, target, Settings())
+    step, finish = jax.jit(aladin_step), jax.jit(aladin_finish)
+    state = aladin_start(pb)
+    broke = {}
+    while bool(aladin_running(pb, state)) and int(state.iteration) < pb.max_iter:
+        state = step(pb, state)
+        pres, dres, gap = (float(v) for v in (state.primal_residual, state.dual_residual, state.gap))
+        worst = max(pres, dres, gap)
+        if np.isfinite(worst) and "early" not in broke and worst > 1e3 * ACCEPTABLE_TOL:
+            broke["early"] = state._replace(status=jnp.asarray(Status.NUMERICAL_ERROR.code))
+        if np.isfinite(worst) and pb.tol < worst <= ACCEPTABLE_TOL and float(state.coupling_residual_mw) > 1.0:
+            broke["late"] = (state._replace(status=jnp.asarray(Status.NUMERICAL_ERROR.code)), worst)
+    assert set(broke) == {"early", "late"}
+    late, worst = broke["late"]
+    out = finish(pb, late)
+    assert Status.from_code(out.status) is Status.INFEASIBLE_TARGET
+    assert max(float(out.primal_residual), float(out.dual_residual), float(out.gap)) == pytest.approx(worst, rel=1e-12)
+    assert float(out.coupling_residual_mw) > 1.0  # the fleet stays more than 1 MW off the target
+    assert Status.from_code(finish(pb, broke["early"]).status) is Status.NUMERICAL_ERROR

@@ -757,30 +757,44 @@ def aladin_running(pb: ALADINProblem, state: ALADINState) -> Array:
 def aladin_finish(pb: ALADINProblem, final: ALADINState) -> ALADINState:
     """The state to report at the end of a run: the best iterate (the last one unless the end-game guard
     stopped the loop or the limit hit; a target out of reach is reported as it stands) and its measures,
-    with the final :attr:`Status.code` (an end-game breakdown at the acceptable level counts as converged)."""
+    with the final :attr:`Status.code` (an end-game breakdown at the acceptable level counts as converged, or
+    as a target out of reach where the elastic problem is solved to that level and the plain coupling is not).
+    """
     acceptable = final.best_merit * pb.tol <= ACCEPTABLE_TOL
+    # The iterate the loop kept (a rejected step leaves it in place) with its own measures: the state's
+    # measures are the last step's, which after a breakdown are not finite.
+    pres, dres, gap, cres, _ = _measures(pb, final.local, final.lam, final.elastic)
+    r_el = agg.coupling_residual(_net_powers(pb, final.local.x), pb.target) + final.elastic.u - final.elastic.w
+    elastic_acceptable = _merit(pb, pres, dres, gap, jnp.max(jnp.abs(r_el))) * pb.tol <= ACCEPTABLE_TOL
+    out_of_reach = (final.status == Status.NUMERICAL_ERROR.code) & ~acceptable & elastic_acceptable
+    out_of_reach = out_of_reach & (cres / pb.scale_target > pb.tol)
     status = jnp.where(
         final.converged,
         Status.CONVERGED.code,
         jnp.where(
             final.status == Status.NUMERICAL_ERROR.code,
-            jnp.where(acceptable, Status.CONVERGED.code, Status.NUMERICAL_ERROR.code),
+            jnp.where(
+                acceptable,
+                Status.CONVERGED.code,
+                jnp.where(out_of_reach, Status.INFEASIBLE_TARGET.code, Status.NUMERICAL_ERROR.code),
+            ),
             jnp.where(final.status == 0, Status.MAX_ITER.code, final.status),
         ),
     )
-    use_best = final.status != Status.INFEASIBLE_TARGET.code
+    use_best = (final.status != Status.INFEASIBLE_TARGET.code) & ~out_of_reach
     pick = lambda b, f: jnp.where(use_best, b, f)  # noqa: E731
     best = final.best_measures
+    last = lambda kept, stepped: jnp.where(out_of_reach, kept, stepped)  # noqa: E731
     return final._replace(
         local=jax.tree.map(pick, final.best_local, final.local),
         lam=pick(final.best_lam, final.lam),
         elastic=jax.tree.map(pick, final.best_elastic, final.elastic),
         status=status,
         converged=status == Status.CONVERGED.code,
-        primal_residual=pick(best.primal_residual, final.primal_residual),
-        dual_residual=pick(best.dual_residual, final.dual_residual),
-        coupling_residual_mw=pick(best.coupling_residual_mw, final.coupling_residual_mw),
-        gap=pick(best.gap, final.gap),
+        primal_residual=pick(best.primal_residual, last(pres, final.primal_residual)),
+        dual_residual=pick(best.dual_residual, last(dres, final.dual_residual)),
+        coupling_residual_mw=pick(best.coupling_residual_mw, last(cres, final.coupling_residual_mw)),
+        gap=pick(best.gap, last(gap, final.gap)),
     )
 
 
