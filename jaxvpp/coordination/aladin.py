@@ -415,6 +415,11 @@ def _measures(pb: ALADINProblem, local: LocalState, lam: Array, el: agg.Elastic)
     return jnp.max(pres), jnp.max(dres), gap_eur / (1.0 + jnp.abs(obj)), cres, obj
 
 
+def _elastic_residual_mw(pb: ALADINProblem, local: LocalState, el: agg.Elastic) -> Array:
+    """The largest residual of the elastic coupling ``sum_i p_i + u - w = target`` (MW)."""
+    return jnp.max(jnp.abs(agg.coupling_residual(_net_powers(pb, local.x), pb.target) + el.u - el.w))
+
+
 def _merit(pb: ALADINProblem, pres, dres, gap, cres) -> Array:
     """The largest measure relative to its tolerance (<= 1: converged)."""
     return jnp.maximum(jnp.maximum(pres, dres), jnp.maximum(gap, cres / pb.scale_target)) / pb.tol
@@ -703,8 +708,7 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
     at_acceptable = state.best_merit * pb.tol <= ACCEPTABLE_TOL
     breakdown = (~finite) | (rejections >= MAX_REJECTIONS) | (at_acceptable & (since_best >= STALL_ITERATIONS))
     # the elastic problem solved while the plain coupling is not met: the target is out of the fleet's reach
-    r_el = agg.coupling_residual(_net_powers(pb, new_local.x), pb.target) + new_el.u - new_el.w
-    elastic_done = finite & (_merit(pb, pres, dres, gap, jnp.max(jnp.abs(r_el))) <= 1.0)
+    elastic_done = finite & (_merit(pb, pres, dres, gap, _elastic_residual_mw(pb, new_local, new_el)) <= 1.0)
     out_of_reach = elastic_done & (cres / pb.scale_target > pb.tol)
     status = jnp.where(
         breakdown, Status.NUMERICAL_ERROR.code, jnp.where(out_of_reach, Status.INFEASIBLE_TARGET.code, 0)
@@ -764,8 +768,8 @@ def aladin_finish(pb: ALADINProblem, final: ALADINState) -> ALADINState:
     # The iterate the loop kept (a rejected step leaves it in place) with its own measures: the state's
     # measures are the last step's, which after a breakdown are not finite.
     pres, dres, gap, cres, _ = _measures(pb, final.local, final.lam, final.elastic)
-    r_el = agg.coupling_residual(_net_powers(pb, final.local.x), pb.target) + final.elastic.u - final.elastic.w
-    elastic_acceptable = _merit(pb, pres, dres, gap, jnp.max(jnp.abs(r_el))) * pb.tol <= ACCEPTABLE_TOL
+    r_el = _elastic_residual_mw(pb, final.local, final.elastic)
+    elastic_acceptable = _merit(pb, pres, dres, gap, r_el) * pb.tol <= ACCEPTABLE_TOL
     out_of_reach = (final.status == Status.NUMERICAL_ERROR.code) & ~acceptable & elastic_acceptable
     out_of_reach = out_of_reach & (cres / pb.scale_target > pb.tol)
     status = jnp.where(
