@@ -5,9 +5,13 @@ from __future__ import annotations
 import inspect
 import typing
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as hst
 from instances import ROUNDOFF_KINDS, SHAPES, make_instance, random_instance, roundoff_instance
 
 from jaxvpp.coordination import aggregator
@@ -205,7 +209,7 @@ def test_aggregator_sees_only_messages():
     public = [
         aggregator.factor_coupling,
         aggregator.solve_coupling,
-        aggregator.common_step,
+        aggregator.fleet_step,
         aggregator.elastic_penalty,
         aggregator.elastic_start,
         aggregator.elastic_duals,
@@ -306,3 +310,73 @@ def test_two_half_local_solve_matches_the_general_local_solve():
         rtol=1e-9,
         atol=1e-12,
     )
+
+
+@examples(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bounds=hst.lists(hst.floats(1e-6, 1.5), min_size=1, max_size=60),
+    stragglers=hst.integers(0, 70),
+    padded=hst.integers(0, 5),
+)
+def test_fleet_step_is_the_order_statistic_of_the_batteries_bounds(bounds, stragglers, padded):
+    """The fleet's step against a sort: the (k+1)-th smallest bound min(1, 0.99 max step) (1 where at most k
+    batteries are below 1), the smallest for k = 0 exactly, and padding replicas (weight 0, copies of real
+    batteries) counted nowhere."""
+    own = np.asarray(bounds)
+    n = own.size
+    extra = own[:padded]  # replicas of the first batteries, as a sharded run pads
+    steps = aggregator.StepMessage(
+        max_primal=jnp.asarray(np.concatenate([own, extra])),
+        max_dual=jnp.asarray(np.concatenate([own, extra]) + 0.5),
+        complementarity=jnp.zeros(n + extra.size),
+        rows=jnp.ones(n + extra.size),
+    )
+    weight = jnp.asarray(np.concatenate([np.ones(n), np.zeros(extra.size)]))
+    got = float(aggregator.fleet_step(steps, jnp.asarray(float(stragglers)), weight))
+    bound = np.sort(np.minimum(1.0, 0.99 * own))
+    if stragglers == 0:
+        assert got == bound[0]
+    elif np.sum(bound < 1.0) <= stragglers:
+        assert got == 1.0
+    else:
+        assert bound[stragglers] - 1e-11 <= got <= bound[stragglers]
+        assert np.sum(bound < got) <= stragglers
+
+
+def test_stragglers_take_their_own_step_and_the_rest_the_fleets():
+    """Each battery's step, read off its own primal residual (linear in the step: it keeps 1 - a of it): far
+    from the optimum at most floor(0.02 N) batteries fall behind the fleet's step, each to a step that keeps
+    its slacks and multipliers positive, and every other battery takes the fleet's step; near the optimum all
+    take it. The run still meets the centralized optimum."""
+    from jaxvpp.battery.kernel import kkt_residuals
+    from jaxvpp.battery.qp import FLEET_QP_AXES
+    from jaxvpp.coordination.aladin import STRAGGLER_SHARE, STRAGGLERS_MAX, aladin_problem, aladin_start, aladin_step
+
+    fleet, market, settings, target = make_instance(3, (150, 8, 24, 1.0), mixed=True)
+    target = jnp.asarray(target)
+    pb = jax.jit(aladin_problem, static_argnames=("tol", "max_iter"))(fleet, market, target, settings)
+    step = jax.jit(aladin_step)
+    residual = jax.jit(jax.vmap(lambda q, x, s, z: kkt_residuals(q, x, s, z)[1], in_axes=(FLEET_QP_AXES, 0, 0, 0)))
+    state = aladin_start(pb)
+    k = int(min(np.floor(STRAGGLER_SHARE * 150), STRAGGLERS_MAX))
+    behind_seen = 0
+    while not bool(state.converged) and int(state.iteration) < 60:
+        before = np.asarray(residual(pb.qp, state.local.x, state.local.s, state.local.z))
+        far = float(state.best_merit) * pb.tol > 1e-2
+        new = step(pb, state)
+        alpha = float(new.history.step[int(state.iteration)])
+        after = np.asarray(residual(pb.qp, new.local.x, new.local.s, new.local.z))
+        size = np.max(np.abs(before), axis=1)
+        seen = size > 1e-6 * (1.0 + np.max(size))  # batteries whose residual is large enough to read the step off
+        taken = 1.0 - np.max(np.abs(after), axis=1)[seen] / size[seen]
+        assert np.all(taken <= alpha + 1e-3)
+        behind = int(np.sum(taken < alpha - 1e-3))
+        assert behind <= (k if far else 0), (int(state.iteration), behind)
+        behind_seen += behind
+        assert np.all(np.asarray(new.local.s) > 0) and np.all(np.asarray(new.local.z) > 0)
+        state = new
+    assert behind_seen > 0  # the rule was exercised
+    res = coordinate(fleet, market, target, settings)
+    ref = solve_fleet_reference(fleet, market, settings, target)
+    assert res.status == "converged"
+    assert abs(res.objective_eur - ref["objective_eur"]) <= 1e-6 * max(1.0, abs(ref["objective_eur"]))

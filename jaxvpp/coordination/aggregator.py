@@ -84,12 +84,38 @@ def solve_coupling(factor: CouplingFactor, messages: AgentMessage, target_mw: Ar
     return factor.scale * jax.scipy.linalg.solve_triangular(factor.chol.T, y, lower=False), r
 
 
-def common_step(steps: StepMessage, fraction: float = 0.99) -> tuple[Array, Array]:
-    """Fleet-wide primal and dual step lengths: the fraction-to-boundary rule over every battery's bounds."""
-    return (
-        jnp.minimum(1.0, fraction * jnp.min(steps.max_primal)),
-        jnp.minimum(1.0, fraction * jnp.min(steps.max_dual)),
-    )
+STEP_BISECTIONS = 40  #: bisection steps of :func:`fleet_step` (a step length to about 1e-12)
+
+
+def fleet_step(
+    steps: StepMessage, stragglers: Array = 0.0, weight: Array | None = None, fraction: float = 0.99
+) -> Array:
+    """The fleet's step length: the largest ``t <= 1`` that at most ``stragglers`` batteries cannot take.
+
+    A battery can take a step up to its own fraction-to-boundary bound ``fraction * min(max_primal,
+    max_dual)`` (at most 1). With ``stragglers = 0`` the fleet's step is the smallest of these bounds (one
+    step for the whole fleet); with ``stragglers = k`` it is the ``(k+1)``-th smallest, and the
+    ``k`` batteries below it each take their own bound (the caller's rule). ``weight`` (N,): 0 for a padding
+    replica, which does not count (it has its original's bound). The search is a bisection on counts, sums
+    over the batteries alone, so a fleet split over devices needs all-reduces and no gather.
+    """
+    own = jnp.minimum(1.0, fraction * jnp.minimum(steps.max_primal, steps.max_dual))
+    shortest = jnp.min(own)
+    if isinstance(stragglers, (int, float)) and stragglers == 0:
+        return shortest  # known to be none when traced: no search
+    w = jnp.ones_like(own) if weight is None else weight
+
+    def admissible(t):
+        return jnp.sum(jnp.where(own < t, w, 0.0)) <= stragglers
+
+    def bisect(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        ok = admissible(mid)
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+    lo, _ = jax.lax.fori_loop(0, STEP_BISECTIONS, bisect, (shortest, jnp.ones_like(shortest)))
+    return jnp.where(stragglers > 0, jnp.where(admissible(1.0), 1.0, lo), shortest)
 
 
 # --------------------------------------------------------------------------------------------------
