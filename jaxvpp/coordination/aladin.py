@@ -26,9 +26,9 @@ iteratively against the residuals of the whole coupled system; a second centrali
 where the first lengthened the step. One fleet-wide step length moves the multiplier and the batteries:
 far from the optimum it is the longest step that all but a small share of the batteries can take
 (fraction to the boundary), and those few stragglers each take their own shorter one, so the fleet does not
-wait for its slowest battery; near the optimum it is the step every battery can take. The iteration stops when the largest relative
-primal and dual residual, the fleet's relative duality gap and the coupling residual (relative to
-``1 + max|target|``) are all below ``tol``. Near the end, where the factorisations lose the accuracy the
+wait for its slowest battery; near the optimum it is the step every battery can take. The iteration
+stops when the largest relative primal and dual residual, the fleet's relative duality gap and the
+coupling residual (relative to ``1 + max|target|``) are all below ``tol``. Near the end, where the factorisations lose the accuracy the
 coupled solve needs, a step that makes an almost converged iterate much worse is rejected and retried
 with stronger centring, and a run that stops improving at an acceptable accuracy ends there; the best
 iterate seen is what is reported.
@@ -281,7 +281,7 @@ class History(NamedTuple):
     dual_residual: Array
     coupling_residual_mw: Array
     mu: Array  #: mean complementarity (ALADIN; NaN for ADMM)
-    step: Array  #: step length (ALADIN); the penalty rho in EUR/MW^2 (ADMM)
+    step: Array  #: step length (ALADIN: the fleet's; a few stragglers may take less); ADMM: its rho (EUR/MW^2)
     objective_eur: Array
     gap: Array  #: relative duality gap (ALADIN; NaN for ADMM)
 
