@@ -143,7 +143,7 @@ STRAGGLER_SHARE = 0.02
 #: the most stragglers, whatever the fleet's size: with 500 or more of them the end game's first steps (every
 #: battery on the fleet's step again) fell to a few hundredths, and the runs took longer than with one step
 #: (at N = 10000: 37 iterations with 300 stragglers, 38 with 200, 40 with 100, 57 with 500, 63 with 1000;
-#: at N = 100000: 50 with 200, 66 with 2000)
+#: at N = 100000: 50 with 200, 49 with 300, 66 with 2000)
 STRAGGLERS_MAX = 200.0
 #: below this relative accuracy (the best iterate's merit times ``tol``) every battery takes the fleet's step,
 #: so the end game is a plain interior-point one (at N = 10000 with a share of 0.01: 40 iterations with 1e-2,
