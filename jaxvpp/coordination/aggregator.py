@@ -87,19 +87,24 @@ def solve_coupling(factor: CouplingFactor, messages: AgentMessage, target_mw: Ar
 STEP_BISECTIONS = 40  #: bisection steps of :func:`fleet_step` (a step length to about 1e-12)
 
 
+def battery_bounds(steps: StepMessage, fraction: float = 0.99) -> Array:
+    """Each battery's own step bound (N,): the fraction to the boundary of its slacks and multipliers (at
+    most 1)."""
+    return jnp.minimum(1.0, fraction * jnp.minimum(steps.max_primal, steps.max_dual))
+
+
 def fleet_step(
     steps: StepMessage, stragglers: Array = 0.0, weight: Array | None = None, fraction: float = 0.99
 ) -> Array:
     """The fleet's step length: the largest ``t <= 1`` that at most ``stragglers`` batteries cannot take.
 
-    A battery can take a step up to its own fraction-to-boundary bound ``fraction * min(max_primal,
-    max_dual)`` (at most 1). With ``stragglers = 0`` the fleet's step is the smallest of these bounds (one
+    A battery can take a step up to its own bound (:func:`battery_bounds`). With ``stragglers = 0`` the fleet's step is the smallest of these bounds (one
     step for the whole fleet); with ``stragglers = k`` it is the ``(k+1)``-th smallest, and the
     ``k`` batteries below it each take their own bound (the caller's rule). ``weight`` (N,): 0 for a padding
     replica, which does not count (it has its original's bound). The search is a bisection on counts, sums
     over the batteries alone, so a fleet split over devices needs all-reduces and no gather.
     """
-    own = jnp.minimum(1.0, fraction * jnp.minimum(steps.max_primal, steps.max_dual))
+    own = battery_bounds(steps, fraction)
     shortest = jnp.min(own)
     if isinstance(stragglers, (int, float)) and stragglers == 0:
         return shortest  # known to be none when traced: no search

@@ -28,10 +28,10 @@ far from the optimum it is the longest step that all but a small share of the ba
 (fraction to the boundary), and those few stragglers each take their own shorter one, so the fleet does not
 wait for its slowest battery; near the optimum it is the step every battery can take. The iteration
 stops when the largest relative primal and dual residual, the fleet's relative duality gap and the
-coupling residual (relative to ``1 + max|target|``) are all below ``tol``. Near the end, where the factorisations lose the accuracy the
-coupled solve needs, a step that makes an almost converged iterate much worse is rejected and retried
-with stronger centring, and a run that stops improving at an acceptable accuracy ends there; the best
-iterate seen is what is reported.
+coupling residual (relative to ``1 + max|target|``) are all below ``tol``. Near the end, where the
+factorisations lose the accuracy the coupled solve needs, a step that makes an almost converged iterate
+much worse is rejected and retried with stronger centring, and a run that stops improving at an acceptable
+accuracy ends there; the best iterate seen is what is reported.
 
 **Elastic coupling.** The aggregator solves the coupling in elastic form, ``sum_i p_i + u - w = target``
 with its own variables ``u, w >= 0`` priced at ``rho`` per MW (an exact penalty, see
@@ -599,19 +599,17 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
         return agg.StepMessage(jax.vmap(max_step)(s, ds_), jax.vmap(max_step)(z, dz_), comp, jnp.full(N, rows))
 
     def own_len(ds_, dz_):
-        """Each battery's own fraction-to-boundary step (N,): it sets the battery's centring, and it is the step
-        a straggler takes (the fleet's step, :func:`aggregator.fleet_step`, is chosen from these bounds)."""
-        st_ = fleet_steps(ds_, dz_)
-        return jnp.minimum(1.0, 0.99 * jnp.minimum(st_.max_primal, st_.max_dual))
+        """Each battery's own fraction-to-boundary step (N,), used to set its centring."""
+        return agg.battery_bounds(fleet_steps(ds_, dz_))
 
     # far from the optimum (and not retrying a rejected step) a few batteries may fall behind the fleet's step
     far = (state.best_merit * pb.tol > STRAGGLER_LEVEL) & (state.rejections == 0)
     stragglers = jnp.where(far, jnp.minimum(jnp.floor(STRAGGLER_SHARE * pb.batteries), STRAGGLERS_MAX), 0.0)
 
-    def step_len(ds_, dz_, del_, dl_, behind):
-        """The fleet's step: as far as all but ``behind`` batteries can go (fraction to the boundary), and the
-        aggregator's own elastic rows."""
-        a = agg.fleet_step(fleet_steps(ds_, dz_), behind, pb.weight)
+    def step_len(steps, del_, dl_, behind):
+        """The fleet's step from the batteries' ``StepMessage``: as far as all but ``behind`` batteries can go
+        (fraction to the boundary), and the aggregator's own elastic rows."""
+        a = agg.fleet_step(steps, behind, pb.weight)
         return jnp.minimum(a, 0.99 * agg.elastic_max_step(el, rho, lam, del_, dl_))
 
     # One loop over the coupled solves of an iteration, so that the solve is compiled once:
@@ -640,7 +638,7 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
         # a centrality corrector is judged by the common step, the slowest battery's, which is where it helps:
         # judged by the fleet's step with stragglers, 36 / 39 iterations at N = 1000 / 10000 against 33 / 38
         def gondzio_rc(_):
-            a_cur = step_len(ds, dz, d_el, dlam, 0.0)
+            a_cur = step_len(fleet_steps(ds, dz), d_el, dlam, 0.0)
             a_try = jnp.minimum(1.0, 1.5 * a_cur + 0.1)
             v = (s + a_try * ds) * (z + a_try * dz)
             lo, hi = 0.1 * target_c, 10.0 * target_c
@@ -688,7 +686,7 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
         def add_if_longer(_):
             cx, cs, cz, cl, ce = new
             summed = (primal_map(jnp.add, dx, cx), ds + cs, dz + cz, dlam + cl, jax.tree.map(jnp.add, d_el, ce))
-            better = step_len(summed[1], summed[2], summed[4], summed[3], 0.0) >= 1.01 * a_cur
+            better = step_len(fleet_steps(summed[1], summed[2]), summed[4], summed[3], 0.0) >= 1.01 * a_cur
             return jax.tree.map(lambda n, o: jnp.where(better, n, o), summed, dirn), better
 
         new_dir, longer = lax.cond(k <= 1, lambda _: (new, jnp.asarray(True)), add_if_longer, None)
@@ -709,8 +707,10 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
     )
     # one step length for primal and dual: with Q != 0 separate ones stalled the dual residual. The fleet's
     # step moves the multiplier and the elastic rows; a battery that cannot take it (a straggler) takes its own
-    alpha = step_len(ds, dz, d_el, dlam, stragglers)
-    a_i = jnp.minimum(alpha, own_len(ds, dz))  # (N,)
+    # bound. The bounds are computed once for both
+    steps = fleet_steps(ds, dz)
+    alpha = step_len(steps, d_el, dlam, stragglers)
+    a_i = jnp.minimum(alpha, agg.battery_bounds(steps))  # (N,)
     new_local = LocalState(
         x=primal_map(lambda a, b: a + jnp.reshape(a_i, a_i.shape + (1,) * (b.ndim - 1)) * b, local.x, dx),
         s=jnp.maximum(s + a_i[:, None] * ds, 1e-300),
