@@ -21,8 +21,8 @@ CVaR block is replaced by a decoupled, bounded one (the reported CVaR is always 
 schedule).
 
 :func:`build_qp` accepts the extra linear price and proximal term that coordination adds to each battery's
-objective; the Newton kernel built on these operators (:func:`jaxvpp.battery.kernel.factor`,
-:func:`jaxvpp.battery.kernel.solve_factored`, :func:`jaxvpp.battery.kernel.kkt_residuals`) is what the
+objective; the Newton kernel built on these operators (:func:`jaxvpp.battery.kernel.factor_net`,
+:func:`jaxvpp.battery.kernel.net_solve_start`, :func:`jaxvpp.battery.kernel.kkt_residuals`) is what the
 coordination layer calls every ALADIN iteration.
 """
 
