@@ -98,11 +98,12 @@ def fleet_step(
 ) -> Array:
     """The fleet's step length: the largest ``t <= 1`` that at most ``stragglers`` batteries cannot take.
 
-    A battery can take a step up to its own bound (:func:`battery_bounds`). With ``stragglers = 0`` the fleet's step is the smallest of these bounds (one
-    step for the whole fleet); with ``stragglers = k`` it is the ``(k+1)``-th smallest, and the
-    ``k`` batteries below it each take their own bound (the caller's rule). ``weight`` (N,): 0 for a padding
-    replica, which does not count (it has its original's bound). The search is a bisection on counts, sums
-    over the batteries alone, so a fleet split over devices needs all-reduces and no gather.
+    A battery can take a step up to its own bound (:func:`battery_bounds`). With ``stragglers = 0`` the
+    fleet's step is the smallest of these bounds (one step for the whole fleet); with ``stragglers = k`` it is
+    the ``(k+1)``-th smallest, and the ``k`` batteries below it each take their own bound (the caller's rule).
+    ``weight`` (N,): 0 for a padding replica, which does not count (it has its original's bound). The search
+    is a bisection on counts, sums over the batteries alone, so a fleet split over devices needs all-reduces
+    and no gather.
     """
     own = battery_bounds(steps, fraction)
     shortest = jnp.min(own)
