@@ -158,14 +158,14 @@ def profile_iteration(n: int, at: int = 20, repeats: int = 5) -> dict:
 
     import jaxvpp
     from jaxvpp.battery.ipm import kkt_measures
-    from jaxvpp.battery.kernel import factor_net, kkt_residuals
+    from jaxvpp.battery.kernel import kkt_residuals
     from jaxvpp.battery.qp import FLEET_QP_AXES
     from jaxvpp.coordination import aggregator as agg
     from jaxvpp.coordination.aladin import (
-        FACTOR_REGULARISATION,
         aladin_problem,
         aladin_start,
         aladin_step,
+        battery_factor,
         coupling_curvature,
         coupling_dual,
     )
@@ -184,7 +184,7 @@ def profile_iteration(n: int, at: int = 20, repeats: int = 5) -> dict:
 
     @jax.jit
     def factors(pb, st):
-        return fleet_map(lambda q, w: factor_net(q, w, FACTOR_REGULARISATION), 0)(pb.qp, st.local.z / st.local.s)
+        return fleet_map(battery_factor, 0)(pb.qp, st.local.z / st.local.s)
 
     @jax.jit
     def curvatures(pb, fac, st):

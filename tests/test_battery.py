@@ -208,6 +208,60 @@ def test_factored_solve_matches_dense_newton_matrix(ramp, lossless, coordinates)
         np.testing.assert_allclose(np.asarray(part.p), want_p, rtol=0, atol=1e-8 * np.abs(want_p).max())
 
 
+@pytest.mark.parametrize("coordinates", ["charge-discharge", "net-power"])
+def test_relative_regularisation_is_a_scaled_diagonal(coordinates):
+    """The relative regularisation adds ``r diag(K)`` to the condensed Newton matrix ``K`` (r on the unit
+    diagonal of the equilibrated one): with W spanning thirty orders of magnitude, as at the end of an
+    interior-point run, the factored solve is numpy's dense solve of the full Newton system whose condensed
+    (c, d, eta) block has ``r diag(K)`` added (r = 1e-2, a visible change; in the net-power coordinates the
+    diagonal of the eta-reduced matrix on (c, p)), and with the default r the factor of that nearly singular
+    matrix is finite."""
+    from jax.flatten_util import ravel_pytree
+
+    from jaxvpp.battery.kernel import factor, factor_net, solve_factored
+    from jaxvpp.battery.qp import apply_Q, num_rows
+
+    T, K = 12, 4
+    battery = fleet_take(random_fleet(3, seed=8), 2)
+    qp, _ = build_qp(battery, synthetic_market(K, T, seed=4), Settings())
+    m = num_rows(T, K)
+    W = jnp.asarray(10.0 ** np.random.default_rng(2).uniform(-15, 15, size=m))
+    x0 = jaxvpp.battery.qp.Primal(*(jnp.zeros(np.shape(a)) for a in (qp.fc, qp.fd, qp.f_eta, qp.fu)))
+    flat, unravel = ravel_pytree(x0)
+    op = lambda v: ravel_pytree(  # noqa: E731
+        jax.tree.map(jnp.add, apply_Q(qp, unravel(v)), apply_GT(qp, W * apply_G(qp, unravel(v))))
+    )[0]
+    dense = np.asarray(jax.jacfwd(op)(flat))
+    n_y = 2 * T + 1
+    Kyy, Kyu, Kuu = dense[:n_y, :n_y], dense[:n_y, n_y:], dense[n_y:, n_y:]
+    Ky = Kyy - Kyu @ np.linalg.solve(Kuu, Kyu.T)
+    r = 1e-2
+    if coordinates == "charge-discharge":
+        make = lambda rel: factor(qp, W, 0.0, relative=rel)  # noqa: E731
+        shift = np.diag(r * np.diag(Ky))
+    else:
+        make = lambda rel: factor_net(qp, W, 0.0, relative=rel)  # noqa: E731
+        # in (c, p = d - c, eta), eta eliminated: the diagonal of T' Ky T on (c, p) minus a a' / k
+        Tm = np.eye(n_y)
+        Tm[T : 2 * T, :T] = np.eye(T)
+        Kn = Tm.T @ Ky @ Tm
+        red = Kn[: 2 * T, : 2 * T] - np.outer(Kn[: 2 * T, 2 * T], Kn[2 * T, : 2 * T]) / Kn[2 * T, 2 * T]
+        Ti = np.linalg.inv(Tm)[: 2 * T, : 2 * T]  # back to (c, d): a change of variables of the shift
+        shift = np.zeros((n_y, n_y))
+        shift[: 2 * T, : 2 * T] = Ti.T @ np.diag(r * np.diag(red)) @ Ti
+    shifted = dense.copy()
+    shifted[:n_y, :n_y] += shift
+    b = np.random.default_rng(3).normal(size=flat.shape[0])
+    want = np.linalg.solve(shifted, b)
+    got = np.asarray(ravel_pytree(solve_factored(qp, make(r), unravel(jnp.asarray(b))))[0])
+    # on (c, d, eta): the u entries of rows weighted 1e-15 are 1e5 times larger and hardly see the shift
+    err = lambda x: np.abs(x - want)[:n_y].max() / np.abs(want[:n_y]).max()  # noqa: E731
+    assert err(got) <= 1e-9
+    assert err(np.linalg.solve(dense, b)) > 1e-5  # the shift is visible in the answer
+    fac = make(1e-12)
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(fac))
+
+
 def test_cvar_matches_sorting_formula():
     rng = np.random.default_rng(3)
     for _ in range(20):

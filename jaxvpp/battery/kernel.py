@@ -56,7 +56,7 @@ class Factor(NamedTuple):
     d_u: Array  #: (K,) diagonal of the u block
 
 
-REGULARISATION = 1e-9  #: static regularisation of the condensed matrix (scaled units)
+REGULARISATION = 1e-9  #: static regularisation of the condensed matrix, added to its diagonal before the equilibration
 PREDICTOR_REFINE = 0  #: refinement steps of the affine (predictor) direction
 CORRECTOR_REFINE = 1  #: refinement steps of the combined (corrector) direction, once a battery asks for them
 STEP_FRACTION = 0.99  #: fraction to the boundary, far from the optimum (it tends to 1 as mu and the residuals fall)
@@ -171,14 +171,17 @@ def inv_cholesky(A: Array, block: int | None = None) -> Array:
     return jnp.concatenate([top, jnp.concatenate([X21, X22], -1)], -2)
 
 
-def _factor_blocks(K11, K21, K22, w_loss, d_u, regularisation):
-    """Equilibrate and factor ``[[K11, K21'], [K21, K22]]`` (given as its blocks: T x T, n x T, n x n)."""
+def _factor_blocks(K11, K21, K22, w_loss, d_u, regularisation, relative):
+    """Equilibrate and factor ``[[K11, K21'], [K21, K22]]`` (given as its blocks: T x T, n x T, n x n) plus
+    ``regularisation I + relative diag(K + regularisation I)``."""
     K11 = K11 + regularisation * jnp.eye(K11.shape[0])
     K22 = K22 + regularisation * jnp.eye(K22.shape[0])
     sc, sd = 1.0 / jnp.sqrt(jnp.diagonal(K11)), 1.0 / jnp.sqrt(jnp.diagonal(K22))
     A11 = K11 * sc[:, None] * sc[None, :]
     A21 = K21 * sd[:, None] * sc[None, :]
     A22 = K22 * sd[:, None] * sd[None, :]
+    A11 = A11 + relative * jnp.eye(A11.shape[0])
+    A22 = A22 + relative * jnp.eye(A22.shape[0])
     X11 = inv_cholesky(A11)
     L21 = A21 @ X11.T
     X22 = inv_cholesky(A22 - L21 @ L21.T)
@@ -190,9 +193,10 @@ def _eta_bordered(B: Array, a: Array, k: Array) -> Array:
     return jnp.concatenate([jnp.concatenate([B, a[:, None]], axis=1), jnp.concatenate([a, k[None]])[None, :]], axis=0)
 
 
-def factor(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> Factor:
-    """Build, equilibrate and factor the condensed Newton matrix for row weights ``W = z / s``
-    (``regularisation`` is added to its diagonal, scaled units; the caller's refinement removes it).
+def factor(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION, relative: float = 0.0) -> Factor:
+    """Build, equilibrate and factor the condensed Newton matrix ``K`` for row weights ``W = z / s``
+    (``regularisation I + relative diag(K + regularisation I)`` is added to it, which puts ``relative`` on the
+    equilibrated matrix's unit diagonal; the caller's refinement removes both).
 
     The first level of :func:`inv_cholesky`'s blocking is done here, on the blocks as they are built (charge
     rows | discharge and eta rows): the dense matrix is never assembled, and its inverse factor never
@@ -200,7 +204,7 @@ def factor(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> F
     """
     Kcc, Kcd, Kdd, Aw, k_eta, w_loss, d_u = _condensed_blocks(qp, W)
     K21 = jnp.concatenate([Kcd, -Aw[None, :]], axis=0)  # K_dc = K_cd' = K_cd
-    return Factor(*_factor_blocks(Kcc, K21, _eta_bordered(Kdd, Aw, k_eta), w_loss, d_u, regularisation))
+    return Factor(*_factor_blocks(Kcc, K21, _eta_bordered(Kdd, Aw, k_eta), w_loss, d_u, regularisation, relative))
 
 
 class NetFactor(NamedTuple):
@@ -231,10 +235,10 @@ class NetFactor(NamedTuple):
     d_u: Array  #: (K,) diagonal of the u block
 
 
-def factor_net(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) -> NetFactor:
+def factor_net(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION, relative: float = 0.0) -> NetFactor:
     """The Newton matrix for row weights ``W = z / s`` in the net-power coordinates ``(c, p, eta)``, eta
-    eliminated, equilibrated and factored (:class:`NetFactor`; ``regularisation`` is added to the diagonal of
-    the 2T-square matrix, scaled units).
+    eliminated, equilibrated and factored (:class:`NetFactor`; ``regularisation`` and ``relative`` are added to
+    the 2T-square matrix as :func:`factor` adds them).
 
     The blocks are formed from the pieces directly, not as ``T' K T``, which would cancel the p block
     ``Bp`` out of the charge block in floating point: with ``delta = gc - gd``,
@@ -249,7 +253,7 @@ def factor_net(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION) 
     Kpc = jnp.where(i == j, diag_d[:, None], 0.0) - qp.gd * delta * Me
     a_k = Aw / k_eta
     Kpp = jnp.where(i == j, diag_d[:, None], 0.0) + qp.gd**2 * Me + Bp - Aw[:, None] * a_k[None, :]
-    x11, l21, x22, scale, _, _ = _factor_blocks(K11, Kpc, Kpp, w_loss, d_u, regularisation)
+    x11, l21, x22, scale, _, _ = _factor_blocks(K11, Kpc, Kpp, w_loss, d_u, regularisation, relative)
     return NetFactor(x11, l21, x22, scale, Aw, k_eta, w_loss, d_u)
 
 

@@ -117,11 +117,20 @@ COUPLED_REFINE = 2  #: most refinement rounds of a coupled Newton solve
 #: aladin_step: 56 against 55 at N = 10000) and saved a large part of an iteration's solves
 REFINED_SOLVES = (1,)
 REFINE_RTOL = 1e-3  #: a coupled solve is refined until its residual is below this fraction of its right-hand side
-#: static regularisation of each battery's condensed matrix (scaled units). Larger than the battery solver's
-#: (1e-9): in the end game (W = z/s over twenty orders of magnitude) the coupled solve's refinement
-#: contracted at 0.5 per round, or not at all, with 1e-9 (first error 1e6 times the right-hand side on a
-#: T = 96 fleet), and by 0.02 or better per round with 1e-7; the refinement removes the bias
+#: static regularisation of each battery's condensed matrix (added before the equilibration; the kernel's
+#: relative regularisation comes on top). Larger than the battery solver's (1e-9): in the end game (W = z/s
+#: over twenty orders of magnitude) the coupled solve's refinement contracted at 0.5 per round, or not at
+#: all, with 1e-9 (first error 1e6 times the right-hand side on a T = 96 fleet), and by 0.02 or better per
+#: round with 1e-7; the refinement removes the bias
 FACTOR_REGULARISATION = 1e-7
+#: regularisation of each battery's condensed matrix relative to its diagonal: 1e-12 on the unit diagonal of the
+#: equilibrated matrix, above the rounding a Cholesky factorisation of a 48-square matrix can leave (48^2 eps =
+#: 2.6e-13). In the end game W = z/s spans thirty orders of magnitude and the absolute regularisation is lost on
+#: rows weighted 1e15; an equilibrated matrix then semidefinite up to rounding (eigenvalue -7e-16) made a battery's
+#: inverse factor overflow, and the run stop at the acceptable level, on a fleet whose target had moved by 7e-15 MW.
+#: Iterations on the benchmark fleets: 33 at N = 1000 as without it, 41 against 39 at N = 10000 (1e-13: 39; these
+#: end games move by one or two iterations with round-off)
+FACTOR_RELATIVE_REGULARISATION = 1e-12
 #: smallest centring parameter of Mehrotra's corrector: keeps the end game centred. With 0.01 the end point moved
 #: with round-off: the same fleet on one device and on four (sums in another order) ended 4e-8 apart in the
 #: schedules and up to 5e-4 in the (non-unique) prices; with 0.03, 1e-13 and 2e-10 (N = 1000: 41 iterations).
@@ -564,6 +573,12 @@ def aladin_start(pb: ALADINProblem, warm_start: ALADINWarmStart | None = None) -
     )
 
 
+def battery_factor(qp: BatteryQP, W: Array) -> NetFactor:
+    """One battery's Newton matrix for row weights ``W = z / s`` factored in its net-power coordinates, with
+    coordination's regularisations (:data:`FACTOR_REGULARISATION`, :data:`FACTOR_RELATIVE_REGULARISATION`)."""
+    return factor_net(qp, W, FACTOR_REGULARISATION, relative=FACTOR_RELATIVE_REGULARISATION)
+
+
 def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
     """One ALADIN iteration (see the module docstring): the coupled predictor, corrector and centrality
     correctors from one factorisation per battery, one fleet-wide step, the end-game guard, the history
@@ -578,7 +593,7 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
     v_dual = _over_fleet(coupling_dual, 0, None)
     r_d, r_p = _over_fleet(kkt_residuals, 0, 0, 0)(qp, local.x, s, z)
     r_d = primal_map(jnp.add, r_d, v_dual(qp, sc, lam))
-    fac = _over_fleet(lambda q, w: factor_net(q, w, FACTOR_REGULARISATION), 0)(qp, z / s)
+    fac = _over_fleet(battery_factor, 0)(qp, z / s)
     M = _weighted(pb.weight, jax.vmap(coupling_curvature)(fac, sc))
     p_now = _net_powers(pb, local.x)
     el, rho = state.elastic, pb.rho
