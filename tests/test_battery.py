@@ -138,19 +138,25 @@ def test_structured_operators_match_dense_transpose():
     assert isinstance(qp, BatteryQP)
 
 
-@pytest.mark.parametrize("coordinates", ["charge-discharge", "net-power"])
-@pytest.mark.parametrize("ramp, lossless", [(True, False), (False, False), (True, True)])
-def test_factored_solve_matches_dense_newton_matrix(ramp, lossless, coordinates):
+@pytest.mark.parametrize("coordinates", ["charge-discharge", "net-power", "net-power-blocked"])
+@pytest.mark.parametrize(
+    "ramp, lossless, T", [(True, False, 12), (False, False, 12), (True, True, 12), (True, False, 27)]
+)
+def test_factored_solve_matches_dense_newton_matrix(ramp, lossless, T, coordinates):
     """The blocked factorisation solves (Q + G' W G) dx = r as numpy does on the dense matrix built from G,
-    in the (c, d, eta) coordinates of the battery solver and the (c, p = d - c, eta) ones of coordination
-    (lossless batteries included, where a (p, energy) change of variables would be singular); the latter's
-    T x T curvature is the net-power block of the dense inverse, and its price response the dense solve.
+    in the (c, d, eta) coordinates of the adjoint solve and the (c, p = d - c, eta) ones of the battery solver
+    (inverse factors kept in blocks) and of coordination (lossless batteries included, where a (p, energy)
+    change of variables would be singular); the latter's T x T curvature is the net-power block of the dense
+    inverse, and its price response the dense solve. T = 27 splits the inverse factors' blocks twice more
+    (27 = 13 + 14, 14 = 7 + 7), T = 12 not at all.
 
     The dense matrix is assembled column by column from apply_G / apply_Q (independent of the condensed
     blocks); W spans six orders of magnitude, as in an interior-point end game."""
     from jax.flatten_util import ravel_pytree
 
     from jaxvpp.battery.kernel import (
+        LEAF,
+        BlockInverse,
         factor,
         factor_net,
         net_curvature,
@@ -166,7 +172,7 @@ def test_factored_solve_matches_dense_newton_matrix(ramp, lossless, coordinates)
     if lossless:
         fl = fl._replace(eta_charge=jnp.ones(3), eta_discharge=jnp.ones(3))
     battery = fleet_take(fl, 1)
-    T, K = 12, 5
+    K = 5
     qp, _ = build_qp(battery, synthetic_market(K, T, seed=3), Settings())
     m = num_rows(T, K)
     rng = np.random.default_rng(7)
@@ -182,17 +188,25 @@ def test_factored_solve_matches_dense_newton_matrix(ramp, lossless, coordinates)
     assert np.allclose(dense, dense.T, atol=1e-9 * np.abs(dense).max())
     r = rng.normal(size=flat.shape[0])
     want = np.linalg.solve(dense, r)
-    fac = (factor if coordinates == "charge-discharge" else factor_net)(qp, W, 0.0)
+    if coordinates == "charge-discharge":
+        fac = factor(qp, W, 0.0, relative=0.0)
+    else:
+        fac = factor_net(qp, W, 0.0, blocked=coordinates == "net-power-blocked", relative=0.0)
+        assert isinstance(fac.x22, BlockInverse) == (coordinates == "net-power-blocked" and T > LEAF)
     got = ravel_pytree(solve_factored(qp, fac, unravel(jnp.asarray(r))))[0]
     err = np.abs(np.asarray(got) - want).max() / np.abs(want).max()
     assert err < 1e-8, err
-    if coordinates == "net-power":
+    if coordinates != "charge-discharge":
         # E maps a net-power vector onto x = (c, d, eta, u) as (-v, v, 0, 0); p = E'x
         E = np.zeros((flat.shape[0], T))
         E[:T], E[T : 2 * T] = -np.eye(T), np.eye(T)
         inv_E = np.linalg.solve(dense, E)
         M = E.T @ inv_E
-        np.testing.assert_allclose(np.asarray(net_curvature(fac)), M, rtol=1e-8, atol=1e-10 * np.abs(M).max())
+        if coordinates == "net-power":
+            np.testing.assert_allclose(np.asarray(net_curvature(fac)), M, rtol=1e-8, atol=1e-10 * np.abs(M).max())
+        elif T > LEAF:
+            with pytest.raises(TypeError, match="dense"):
+                net_curvature(fac)
         # the two-half solve of K^-1 (b + E v) on (c, d, eta), with the u rows condensed out of the dense matrix
         v = rng.normal(size=T)
         n_y = 2 * T + 1
@@ -260,6 +274,28 @@ def test_relative_regularisation_is_a_scaled_diagonal(coordinates):
     assert err(np.linalg.solve(dense, b)) > 1e-5  # the shift is visible in the answer
     fac = make(1e-12)
     assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(fac))
+
+
+@pytest.mark.parametrize("n, leaf", [(1, 13), (13, 13), (14, 13), (27, 13), (40, 3), (9, 1)])
+def test_block_inverse_is_the_inverse_cholesky_factor(n, leaf):
+    """inv_cholesky_blocks, applied by block_x and block_xt, is X = L^-1 of numpy's Cholesky factor L (and the
+    dense inv_cholesky the same matrix), for sizes that split into nested blocks down to the leaves."""
+    from jaxvpp.battery.kernel import block_x, block_xt, inv_cholesky, inv_cholesky_blocks
+
+    rng = np.random.default_rng(n)
+    B = rng.normal(size=(n, n + 3))
+    A = B @ B.T / n + 0.1 * np.eye(n)
+    want = np.linalg.inv(np.linalg.cholesky(A))
+    X = inv_cholesky_blocks(jnp.asarray(A), leaf)
+    eye = jnp.eye(n)
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(np.asarray(block_x(X, eye)), want, rtol=0, atol=1e-11 * scale)
+    np.testing.assert_allclose(np.asarray(block_xt(X, eye)), want.T, rtol=0, atol=1e-11 * scale)
+    v = rng.normal(size=n)
+    np.testing.assert_allclose(
+        np.asarray(block_x(X, jnp.asarray(v))), want @ v, rtol=0, atol=1e-11 * scale * np.abs(v).sum()
+    )
+    np.testing.assert_allclose(np.asarray(inv_cholesky(jnp.asarray(A), leaf)), want, rtol=0, atol=1e-11 * scale)
 
 
 def test_cvar_matches_sorting_formula():

@@ -17,7 +17,7 @@ from jaxvpp.battery.kernel import (
     REGULARISATION,
     STEP_FRACTION,
     condensed_matrix,
-    factor,
+    factor_net,
     kkt_residuals,
     max_step,
     newton_direction,
@@ -135,9 +135,12 @@ def step_fraction(mu: Array, pres: Array, dres: Array) -> Array:
     return 1.0 - jnp.minimum(1.0 - STEP_FRACTION, jnp.maximum(mu, jnp.maximum(pres, dres)))
 
 
-def ipm_step(qp: BatteryQP, st: IPMState, tol: float, max_iter: int, refine: Array | bool) -> IPMState:
+def ipm_step(
+    qp: BatteryQP, st: IPMState, tol: float, max_iter: int, refine: Array | bool, active: Array | bool = True
+) -> IPMState:
     """One Mehrotra predictor-corrector iteration of one battery (a failed step sets ``iterations`` to
-    ``max_iter``, which stops the battery).
+    ``max_iter``, which stops the battery). Where ``active`` is false the state comes back unchanged (a
+    finished or empty slot of :func:`ipm_solve_fleet`).
 
     The corrector direction is refined (:data:`CORRECTOR_REFINE` rounds) where ``refine`` is true. Under
     ``vmap`` pass an unbatched ``refine`` (any battery of the batch asking for it, ``IPMState.refine``): it
@@ -147,7 +150,7 @@ def ipm_step(qp: BatteryQP, st: IPMState, tol: float, max_iter: int, refine: Arr
     m = s.shape[0]
     r_d, r_p = st.r_d, st.r_p
     mu = jnp.vdot(s, z) / m
-    fac = factor(qp, z / s)
+    fac = factor_net(qp, z / s, REGULARISATION, blocked=True)
     # predictor (affine scaling)
     dx_a, ds_a, dz_a = newton_direction(qp, fac, s, z, r_d, r_p, s * z, refine=PREDICTOR_REFINE)
     a_p, a_d = max_step(s, ds_a), max_step(z, dz_a)
@@ -181,20 +184,20 @@ def ipm_step(qp: BatteryQP, st: IPMState, tol: float, max_iter: int, refine: Arr
         (dres > tol) & (max_abs(r_dn) > promise * max_abs(r_d))
     )
     retry = ok & short & ~st.refine  # the first short step is undone and retried, refined
-    accept = ok & ~retry
+    accept = ok & ~retry & active
     keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
     return IPMState(
         x=jax.tree.map(keep, x_n, x),
         s=keep(s_n, s),
         z=keep(z_n, z),
-        iterations=jnp.where(ok, st.iterations + 1, max_iter),
-        converged=conv & accept,
+        iterations=jnp.where(active, jnp.where(ok, st.iterations + 1, max_iter), st.iterations),
+        converged=jnp.where(active, conv & accept, st.converged),
         primal_residual=keep(pres, st.primal_residual),
         dual_residual=keep(dres, st.dual_residual),
         gap=keep(gap, st.gap),
         r_d=jax.tree.map(keep, r_dn, r_d),
         r_p=keep(r_pn, r_p),
-        refine=st.refine | short,
+        refine=st.refine | (short & active),
     )
 
 
@@ -219,7 +222,7 @@ def ipm_solve_fleet(qp: BatteryQP, start: IPMState, tol: float, max_iter: int, s
     """
     N = start.iterations.shape[0]
     B = min(N, slots)
-    v_step = jax.vmap(lambda q, st, r: ipm_step(q, st, tol, max_iter, r), in_axes=(FLEET_QP_AXES, 0, None))
+    v_step = jax.vmap(lambda q, st, r, a: ipm_step(q, st, tol, max_iter, r, a), in_axes=(FLEET_QP_AXES, 0, None, 0))
     batched = [f for f in BatteryQP._fields if getattr(FLEET_QP_AXES, f) == 0]
 
     def qp_at(idx):
@@ -235,7 +238,7 @@ def ipm_solve_fleet(qp: BatteryQP, start: IPMState, tol: float, max_iter: int, s
     def body(carry):
         slot_of, nxt, work_qp, work, out = carry
         live = (slot_of < N) & ~done(work)
-        work = _select(live, v_step(work_qp, work, jnp.any(live & work.refine)), work)
+        work = v_step(work_qp, work, jnp.any(live & work.refine), live)
         fin = (slot_of < N) & done(work)
         out = jax.tree.map(lambda o, w: o.at[jnp.where(fin, slot_of, N)].set(w, mode="drop"), out, work)
         # finished slots take the next batteries in line (index N: none left, the slot stays empty)

@@ -1,9 +1,10 @@
 """The Newton kernel of a battery's interior-point method: ``K = Q + G' W G`` condensed onto
 ``y = (c, d, eta)``, factored by a blocked inverse Cholesky, and the directions solved from it.
 
-Two factorisations share the blocks: :func:`factor` in the coordinates ``(c, d, eta)`` (the battery solver)
-and :func:`factor_net` in ``(c, p = d - c, eta)`` with eta eliminated (coordination), where the net power is
-a block of its own and the aggregator's T x T curvature is one block of the inverse (:func:`net_curvature`).
+Two factorisations share the blocks: :func:`factor` in the coordinates ``(c, d, eta)`` (the adjoint solve of
+implicit differentiation, whose row weights may vanish) and :func:`factor_net` in ``(c, p = d - c, eta)`` with
+eta eliminated (the battery solver and coordination), where the net power is a block of its own and the
+aggregator's T x T curvature is one block of the inverse (:func:`net_curvature`).
 :func:`factor_apply` and the solves built on it take either; :func:`net_solve_start` and
 :func:`net_solve_finish` split a net-power solve around the aggregator.
 """
@@ -148,6 +149,60 @@ def _small_inv_chol(A: Array) -> Array:
     return lax.fori_loop(0, n, step, (jnp.zeros_like(A), jnp.zeros_like(A)))[1]
 
 
+class BlockInverse(NamedTuple):
+    """``X = L^-1`` for ``A = L L'`` kept in 2 x 2 blocks, never multiplied out:
+    ``X = [[X11, 0], [-X22 L21 X11, X22]]`` with ``X11``, ``X22`` the inverse factors of the diagonal blocks
+    (dense, or blocks again) and ``L21`` the off-diagonal block of ``L``. Applying it costs the matrix-vector
+    products of the dense ``X``; forming the dense ``X21 = -X22 L21 X11`` costs two matrix products in every
+    factorisation (for a 24-square matrix alone, about a third of :func:`inv_cholesky`'s time). :class:`Factor`
+    and :class:`NetFactor` are such blocks at their top level."""
+
+    x11: Array | BlockInverse  #: (k, k) inverse factor of the leading block
+    l21: Array  #: (n - k, k) block of ``L``
+    x22: Array | BlockInverse  #: (n - k, n - k) inverse factor of the Schur complement
+
+
+LEAF = 13  #: the largest block factored whole: T = 24 splits into 12 + 12 and 12 + 13, T = 96 into 12s
+
+
+def inv_cholesky_blocks(A: Array, block: int = LEAF) -> Array | BlockInverse:
+    """:func:`inv_cholesky` with the blocks kept apart (:class:`BlockInverse`; a dense ``X`` up to ``block``
+    rows), for solves: apply it with :func:`block_x` and :func:`block_xt`."""
+    n = A.shape[-1]
+    if n <= block:
+        return _small_inv_chol(A)
+    k = n // 2
+    X11 = inv_cholesky_blocks(A[..., :k, :k], block)
+    L21 = _times_xt(A[..., k:, :k], X11)
+    X22 = inv_cholesky_blocks(A[..., k:, k:] - L21 @ jnp.swapaxes(L21, -1, -2), block)
+    return BlockInverse(X11, L21, X22)
+
+
+def _times_xt(B: Array, X: Array | BlockInverse) -> Array:
+    """``B X'`` for a dense or blocked inverse factor ``X`` (B of shape (m, n))."""
+    if not isinstance(X, BlockInverse):
+        return B @ jnp.swapaxes(X, -1, -2)
+    return jnp.swapaxes(block_x(X, jnp.swapaxes(B, -1, -2)), -1, -2)
+
+
+def block_x(X: Array | BlockInverse, b: Array) -> Array:
+    """``X b`` for a dense or blocked inverse factor (b of shape (n,) or (n, r))."""
+    if not isinstance(X, BlockInverse):
+        return X @ b
+    k = X.l21.shape[-1]
+    y1 = block_x(X.x11, b[:k])
+    return jnp.concatenate([y1, block_x(X.x22, b[k:] - X.l21 @ y1)], axis=0)
+
+
+def block_xt(X: Array | BlockInverse, y: Array) -> Array:
+    """``X' y`` for a dense or blocked inverse factor (y of shape (n,) or (n, r))."""
+    if not isinstance(X, BlockInverse):
+        return X.T @ y
+    k = X.l21.shape[-1]
+    b2 = block_xt(X.x22, y[k:])
+    return jnp.concatenate([block_xt(X.x11, y[:k] - X.l21.T @ b2), b2], axis=0)
+
+
 @functools.partial(jax.jit, static_argnames=("block",))
 def inv_cholesky(A: Array, block: int | None = None) -> Array:
     """``X = L^-1`` for ``A = L L'`` by recursive 2 x 2 blocking.
@@ -159,7 +214,7 @@ def inv_cholesky(A: Array, block: int | None = None) -> Array:
     """
     n = A.shape[-1]
     if block is None:
-        block = 13  # leaves of 12 or 13: T = 24 splits into 12 + 12 and 12 + 13, T = 96 into 24 such leaves
+        block = LEAF
     if n <= block:
         return _small_inv_chol(A)
     k = n // 2
@@ -171,9 +226,10 @@ def inv_cholesky(A: Array, block: int | None = None) -> Array:
     return jnp.concatenate([top, jnp.concatenate([X21, X22], -1)], -2)
 
 
-def _factor_blocks(K11, K21, K22, w_loss, d_u, regularisation, relative):
+def _factor_blocks(K11, K21, K22, w_loss, d_u, regularisation, relative, blocked: bool):
     """Equilibrate and factor ``[[K11, K21'], [K21, K22]]`` (given as its blocks: T x T, n x T, n x n) plus
-    ``regularisation I + relative diag(K + regularisation I)``."""
+    ``regularisation I + relative diag(K + regularisation I)``; the diagonal blocks' inverse factors kept in
+    blocks (:class:`BlockInverse`) if ``blocked``, else dense."""
     K11 = K11 + regularisation * jnp.eye(K11.shape[0])
     K22 = K22 + regularisation * jnp.eye(K22.shape[0])
     sc, sd = 1.0 / jnp.sqrt(jnp.diagonal(K11)), 1.0 / jnp.sqrt(jnp.diagonal(K22))
@@ -182,9 +238,10 @@ def _factor_blocks(K11, K21, K22, w_loss, d_u, regularisation, relative):
     A22 = K22 * sd[:, None] * sd[None, :]
     A11 = A11 + relative * jnp.eye(A11.shape[0])
     A22 = A22 + relative * jnp.eye(A22.shape[0])
-    X11 = inv_cholesky(A11)
-    L21 = A21 @ X11.T
-    X22 = inv_cholesky(A22 - L21 @ L21.T)
+    inv = inv_cholesky_blocks if blocked else inv_cholesky
+    X11 = inv(A11)
+    L21 = _times_xt(A21, X11)
+    X22 = inv(A22 - L21 @ L21.T)
     return X11, L21, X22, jnp.concatenate([sc, sd]), w_loss, d_u
 
 
@@ -204,7 +261,9 @@ def factor(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION, rela
     """
     Kcc, Kcd, Kdd, Aw, k_eta, w_loss, d_u = _condensed_blocks(qp, W)
     K21 = jnp.concatenate([Kcd, -Aw[None, :]], axis=0)  # K_dc = K_cd' = K_cd
-    return Factor(*_factor_blocks(Kcc, K21, _eta_bordered(Kdd, Aw, k_eta), w_loss, d_u, regularisation, relative))
+    return Factor(
+        *_factor_blocks(Kcc, K21, _eta_bordered(Kdd, Aw, k_eta), w_loss, d_u, regularisation, relative, False)
+    )
 
 
 class NetFactor(NamedTuple):
@@ -225,9 +284,9 @@ class NetFactor(NamedTuple):
     (:func:`net_curvature`, :func:`net_solve_finish`).
     """
 
-    x11: Array  #: (T, T) block of ``X`` on the charge rows and columns
+    x11: Array | BlockInverse  #: (T, T) block of ``X`` on the charge rows and columns
     l21: Array  #: (T, T) block of ``L`` on the p rows, charge columns
-    x22: Array  #: (T, T) block of ``X`` on the p rows and columns
+    x22: Array | BlockInverse  #: (T, T) block of ``X`` on the p rows and columns
     scale: Array  #: (2T,) Jacobi equilibration ``D = diag(K'')^-1/2`` of the eta-reduced matrix on (c, p)
     a_eta: Array  #: (T,) the eta column on the p rows, ``a = A'omega``
     k_eta: Array  #: () the eta diagonal ``k = sum(omega)``
@@ -235,10 +294,18 @@ class NetFactor(NamedTuple):
     d_u: Array  #: (K,) diagonal of the u block
 
 
-def factor_net(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION, relative: float = 0.0) -> NetFactor:
+def factor_net(
+    qp: BatteryQP,
+    W: Array,
+    regularisation: float = REGULARISATION,
+    blocked: bool = False,
+    relative: float = 0.0,
+) -> NetFactor:
     """The Newton matrix for row weights ``W = z / s`` in the net-power coordinates ``(c, p, eta)``, eta
     eliminated, equilibrated and factored (:class:`NetFactor`; ``regularisation`` and ``relative`` are added to
-    the 2T-square matrix as :func:`factor` adds them).
+    the 2T-square matrix as :func:`factor` adds them). ``blocked``: the diagonal blocks' inverse factors kept in blocks
+    (:class:`BlockInverse`), for solves alone (the battery solver); dense, as :func:`net_curvature` needs them
+    (coordination), otherwise.
 
     The blocks are formed from the pieces directly, not as ``T' K T``, which would cancel the p block
     ``Bp`` out of the charge block in floating point: with ``delta = gc - gd``,
@@ -253,14 +320,17 @@ def factor_net(qp: BatteryQP, W: Array, regularisation: float = REGULARISATION, 
     Kpc = jnp.where(i == j, diag_d[:, None], 0.0) - qp.gd * delta * Me
     a_k = Aw / k_eta
     Kpp = jnp.where(i == j, diag_d[:, None], 0.0) + qp.gd**2 * Me + Bp - Aw[:, None] * a_k[None, :]
-    x11, l21, x22, scale, _, _ = _factor_blocks(K11, Kpc, Kpp, w_loss, d_u, regularisation, relative)
+    x11, l21, x22, scale, _, _ = _factor_blocks(K11, Kpc, Kpp, w_loss, d_u, regularisation, relative, blocked)
     return NetFactor(x11, l21, x22, scale, Aw, k_eta, w_loss, d_u)
 
 
 def net_curvature(fac: NetFactor) -> Array:
     """``E' K^-1 E`` (T x T, scaled units) for ``E`` the map of a net-power vector onto ``(c, d, eta)`` as
-    ``(-v, v, 0)``: the (p, p) block of ``K'^-1``, which is ``D_p X22' X22 D_p``."""
-    T = fac.x11.shape[0]
+    ``(-v, v, 0)``: the (p, p) block of ``K'^-1``, which is ``D_p X22' X22 D_p`` (a factor with dense
+    blocks, ``factor_net(..., blocked=False)``)."""
+    if isinstance(fac.x22, BlockInverse):
+        raise TypeError("net_curvature needs the dense factor: factor_net(..., blocked=False)")
+    T = fac.l21.shape[-1]
     Xp = fac.x22 * fac.scale[T:]
     return Xp.T @ Xp
 
@@ -277,30 +347,30 @@ class NetSolve(NamedTuple):
 def _net_rhs(fac: NetFactor, b: Array) -> Array:
     """``b`` (2T+1,) on ``(c, d, eta)`` in the net-power coordinates, eta eliminated: ``(b_c + b_d, b_d - a
     b_eta / k)``."""
-    T = fac.x11.shape[0]
+    T = fac.l21.shape[-1]
     return jnp.concatenate([b[:T] + b[T : 2 * T], b[T : 2 * T] - fac.a_eta * (b[2 * T] / fac.k_eta)])
 
 
 def net_solve_start(fac: NetFactor, b: Array) -> NetSolve:
     """The forward half of ``K^-1 b`` (b on ``(c, d, eta)``, scaled units) and its net-power part: the p
     rows of ``K'^-1 = D X' X D`` need only ``X22'`` of the forward vector."""
-    T = fac.x11.shape[0]
+    T = fac.l21.shape[-1]
     w = factor_x(fac, fac.scale * _net_rhs(fac, b))
-    return NetSolve(w=w, b_eta=b[2 * T], p=fac.scale[T:] * (fac.x22.T @ w[T:]))
+    return NetSolve(w=w, b_eta=b[2 * T], p=fac.scale[T:] * block_xt(fac.x22, w[T:]))
 
 
 def net_solve_finish(fac: NetFactor, part: NetSolve, v: Array) -> Array:
     """``K^-1 (b + E v)`` on ``(c, d, eta)`` from :func:`net_solve_start`'s ``part`` of ``K^-1 b``, for a
     net-power vector ``v`` (T,) with ``E v = (-v, v, 0)``: in the net-power coordinates ``E v`` is ``(0, v)``,
     which adds ``(0, X22 D_p v)`` to the forward vector, so one solve serves both."""
-    T = fac.x11.shape[0]
-    w = part.w + jnp.concatenate([jnp.zeros(T, part.w.dtype), fac.x22 @ (fac.scale[T:] * v)])
+    T = fac.l21.shape[-1]
+    w = part.w + jnp.concatenate([jnp.zeros(T, part.w.dtype), block_x(fac.x22, fac.scale[T:] * v)])
     return _net_backward(fac, w, part.b_eta)
 
 
 def _net_apply(fac: NetFactor, b: Array) -> Array:
     """``K^-1 b`` from the net-power factor (b of shape (2T+1,) on ``(c, d, eta)``)."""
-    T = fac.x11.shape[0]
+    T = fac.l21.shape[-1]
     return _net_backward(fac, factor_x(fac, fac.scale * _net_rhs(fac, b)), b[2 * T])
 
 
@@ -308,7 +378,7 @@ def _net_backward(fac: NetFactor, w: Array, b_eta: Array) -> Array:
     """The backward half of a net-power solve, from the forward vector ``w`` (2T,) and the right-hand side's
     eta entry: ``(c, p) = D X' w``, ``eta = (b_eta - a'p) / k``, and the answer back on
     ``(c, d = p + c, eta)``."""
-    T = fac.x11.shape[0]
+    T = fac.l21.shape[-1]
     y = fac.scale * factor_xt(fac, w)
     eta = (b_eta - jnp.dot(fac.a_eta, y[T:])) / fac.k_eta
     return jnp.concatenate([y[:T], y[T:] + y[:T], eta[None]], axis=0)
@@ -316,16 +386,12 @@ def _net_backward(fac: NetFactor, w: Array, b_eta: Array) -> Array:
 
 def factor_x(fac: Factor | NetFactor, b: Array) -> Array:
     """``X b`` (b of shape (n,) or (n, r), n = 2T+1 for a :class:`Factor`, 2T for a :class:`NetFactor`)."""
-    T = fac.x11.shape[0]
-    y1 = fac.x11 @ b[:T]
-    return jnp.concatenate([y1, fac.x22 @ (b[T:] - fac.l21 @ y1)], axis=0)
+    return block_x(BlockInverse(fac.x11, fac.l21, fac.x22), b)
 
 
 def factor_xt(fac: Factor | NetFactor, y: Array) -> Array:
     """``X' y`` (y of shape (n,) or (n, r), as for :func:`factor_x`)."""
-    T = fac.x11.shape[0]
-    b2 = fac.x22.T @ y[T:]
-    return jnp.concatenate([fac.x11.T @ (y[:T] - fac.l21.T @ b2), b2], axis=0)
+    return block_xt(BlockInverse(fac.x11, fac.l21, fac.x22), y)
 
 
 def factor_apply(fac: Factor | NetFactor, b: Array) -> Array:
