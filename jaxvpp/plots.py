@@ -28,6 +28,8 @@ from matplotlib.figure import Figure
 from jaxvpp.market.scenarios import cvar
 
 BANDS = ((0.05, 0.95, "#c6dbef"), (0.10, 0.90, "#9ecae1"), (0.25, 0.75, "#6baed6"))
+#: a horizontal box plot: ``orientation`` from Matplotlib 3.10, which deprecates ``vert`` (removed in 3.13)
+_HORIZONTAL = {"orientation": "horizontal"} if matplotlib.__version_info__ >= (3, 10) else {"vert": False}
 C_TARGET, C_COORD, C_UNCOORD, C_ADMM, C_PRICE = "black", "#1f77b4", "#ff7f0e", "#7f7f7f", "#2ca02c"
 
 
@@ -539,7 +541,7 @@ def backtest_distribution(days: pd.DataFrame, *, alpha: float = 0.05, subtitle: 
         tail_mean = -cvar(-v, None, alpha)  # the summary's tail mean (the boundary day counts in part)
         ax.scatter(v[n_tail:], y + jitter[n_tail:], s=6, color=c, alpha=0.45, lw=0)
         ax.scatter(v[:n_tail], y + jitter[:n_tail], s=10, color="#d62728", alpha=0.8, lw=0)
-        ax.boxplot(v, positions=[y], vert=False, widths=0.55, showfliers=False, manage_ticks=False)
+        ax.boxplot(v, positions=[y], **_HORIZONTAL, widths=0.55, showfliers=False, manage_ticks=False)
         ax.plot([v[n_tail - 1]] * 2, [y - 0.35, y + 0.35], color="#d62728", lw=2)
         ax.scatter([tail_mean], [y], marker="D", s=45, color="#d62728", zorder=5)
         ax.annotate(

@@ -33,8 +33,8 @@ from jaxvpp.coordination.aladin import ALADINState, ALADINWarmStart, LocalState,
 AXIS = "batteries"  #: the mesh axis the fleet is split along
 CPU_HINT = (
     "on a CPU, JAX shows several devices only when told before it starts: `jaxvpp coordinate --devices N` "
-    "does so itself; in Python call jaxvpp.coordination.distributed.use_cpu_devices(N) right after importing jaxvpp, or "
-    "set XLA_FLAGS=--xla_force_host_platform_device_count=N in the environment"
+    "does so itself; in Python call jaxvpp.coordination.distributed.use_cpu_devices(N) right after importing "
+    "jaxvpp, or set XLA_FLAGS=--xla_force_host_platform_device_count=N in the environment"
 )
 
 
