@@ -228,12 +228,13 @@ def test_relative_regularisation_is_a_scaled_diagonal(coordinates):
     diagonal of the equilibrated one): with W spanning thirty orders of magnitude, as at the end of an
     interior-point run, the factored solve is numpy's dense solve of the full Newton system whose condensed
     (c, d, eta) block has ``r diag(K)`` added (r = 1e-2, a visible change; in the net-power coordinates the
-    diagonal of the eta-reduced matrix on (c, p)), and with the default r the factor of that nearly singular
+    diagonal of the eta-reduced matrix on (c, p)), and with coordination's r the factor of that nearly singular
     matrix is finite."""
     from jax.flatten_util import ravel_pytree
 
     from jaxvpp.battery.kernel import factor, factor_net, solve_factored
     from jaxvpp.battery.qp import apply_Q, num_rows
+    from jaxvpp.coordination.aladin import FACTOR_RELATIVE_REGULARISATION
 
     T, K = 12, 4
     battery = fleet_take(random_fleet(3, seed=8), 2)
@@ -272,7 +273,7 @@ def test_relative_regularisation_is_a_scaled_diagonal(coordinates):
     err = lambda x: np.abs(x - want)[:n_y].max() / np.abs(want[:n_y]).max()  # noqa: E731
     assert err(got) <= 1e-9
     assert err(np.linalg.solve(dense, b)) > 1e-5  # the shift is visible in the answer
-    fac = make(1e-12)
+    fac = make(FACTOR_RELATIVE_REGULARISATION)
     assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(fac))
 
 

@@ -123,14 +123,15 @@ REFINE_RTOL = 1e-3  #: a coupled solve is refined until its residual is below th
 #: all, with 1e-9 (first error 1e6 times the right-hand side on a T = 96 fleet), and by 0.02 or better per
 #: round with 1e-7; the refinement removes the bias
 FACTOR_REGULARISATION = 1e-7
-#: regularisation of each battery's condensed matrix relative to its diagonal: 1e-12 on the unit diagonal of the
-#: equilibrated matrix, above the rounding a Cholesky factorisation of a 48-square matrix can leave (48^2 eps =
-#: 2.6e-13). In the end game W = z/s spans thirty orders of magnitude and the absolute regularisation is lost on
-#: rows weighted 1e15; an equilibrated matrix then semidefinite up to rounding (eigenvalue -7e-16) made a battery's
-#: inverse factor overflow, and the run stop at the acceptable level, on a fleet whose target had moved by 7e-15 MW.
-#: Iterations on the benchmark fleets: 33 at N = 1000 as without it, 41 against 39 at N = 10000 (1e-13: 39; these
-#: end games move by one or two iterations with round-off)
-FACTOR_RELATIVE_REGULARISATION = 1e-12
+#: regularisation of each battery's condensed matrix relative to its diagonal: 1e-14 on the unit diagonal of the
+#: equilibrated matrix, the size of the Cholesky pivot floor. In the end game W = z/s spans thirty orders of
+#: magnitude and the absolute regularisation is lost on rows weighted 1e15, where an equilibrated matrix can be
+#: semidefinite up to rounding (an eigenvalue of -7e-16 was seen) and its inverse factor overflow. On the
+#: warm-started 7-battery fleet of the distributed tests one run stopped at the acceptable level without it (one
+#: device at 4.6e-8, or, after a change that only moved the round-off, four devices at 4.2e-8) and both converged
+#: with it (1.8e-9). Larger values cost iterations: on lp at N = 1000, 35 without it and with 1e-14, 36 with
+#: 1e-13, 40 with 1e-12 (qp: 33 and 39 at N = 1000 and 10000 with 1e-14, as without)
+FACTOR_RELATIVE_REGULARISATION = 1e-14
 #: smallest centring parameter of Mehrotra's corrector: keeps the end game centred. With 0.01 the end point moved
 #: with round-off: the same fleet on one device and on four (sums in another order) ended 4e-8 apart in the
 #: schedules and up to 5e-4 in the (non-unique) prices; with 0.03, 1e-13 and 2e-10 (N = 1000: 41 iterations).
