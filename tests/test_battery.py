@@ -138,6 +138,27 @@ def test_structured_operators_match_dense_transpose():
     assert isinstance(qp, BatteryQP)
 
 
+def _dense_newton(qp, W):
+    """``Q + G' diag(W) G`` as a dense matrix on ``x = (c, d, eta, u)``, assembled column by column from
+    apply_Q / apply_G / apply_GT (independent of the condensed blocks), and the map of a flat vector onto x."""
+    from jax.flatten_util import ravel_pytree
+
+    from jaxvpp.battery.qp import apply_Q
+
+    x0 = jaxvpp.battery.qp.Primal(*(jnp.zeros(np.shape(a)) for a in (qp.fc, qp.fd, qp.f_eta, qp.fu)))
+    flat, unravel = ravel_pytree(x0)
+    op = lambda v: ravel_pytree(  # noqa: E731
+        jax.tree.map(jnp.add, apply_Q(qp, unravel(v)), apply_GT(qp, W * apply_G(qp, unravel(v))))
+    )[0]
+    return np.asarray(jax.jacfwd(op)(flat)), unravel
+
+
+def _condensed(dense, n_y: int):
+    """The dense Newton matrix with its u rows eliminated: the (c, d, eta) Schur complement (n_y = 2T + 1)."""
+    Kyy, Kyu, Kuu = dense[:n_y, :n_y], dense[:n_y, n_y:], dense[n_y:, n_y:]
+    return Kyy - Kyu @ np.linalg.solve(Kuu, Kyu.T)
+
+
 @pytest.mark.parametrize("coordinates", ["charge-discharge", "net-power", "net-power-blocked"])
 @pytest.mark.parametrize(
     "ramp, lossless, T", [(True, False, 12), (False, False, 12), (True, True, 12), (True, False, 27)]
@@ -164,7 +185,7 @@ def test_factored_solve_matches_dense_newton_matrix(ramp, lossless, T, coordinat
         net_solve_start,
         solve_factored,
     )
-    from jaxvpp.battery.qp import apply_Q, num_rows
+    from jaxvpp.battery.qp import num_rows
 
     fl = random_fleet(3, seed=5)
     if not ramp:
@@ -177,28 +198,21 @@ def test_factored_solve_matches_dense_newton_matrix(ramp, lossless, T, coordinat
     m = num_rows(T, K)
     rng = np.random.default_rng(7)
     W = jnp.asarray(10.0 ** rng.uniform(-3, 3, size=m))
-    x0 = jaxvpp.battery.qp.Primal(*(jnp.zeros(np.shape(a)) for a in (qp.fc, qp.fd, qp.f_eta, qp.fu)))
-    flat, unravel = ravel_pytree(x0)
-    op = lambda v: ravel_pytree(
-        jax.tree.map(  # noqa: E731
-            jnp.add, apply_Q(qp, unravel(v)), apply_GT(qp, W * apply_G(qp, unravel(v)))
-        )
-    )[0]
-    dense = np.asarray(jax.jacfwd(op)(flat))
+    dense, unravel = _dense_newton(qp, W)
     assert np.allclose(dense, dense.T, atol=1e-9 * np.abs(dense).max())
-    r = rng.normal(size=flat.shape[0])
+    r = rng.normal(size=dense.shape[0])
     want = np.linalg.solve(dense, r)
     if coordinates == "charge-discharge":
-        fac = factor(qp, W, 0.0, relative=0.0)
+        fac = factor(qp, W, 0.0)
     else:
-        fac = factor_net(qp, W, 0.0, blocked=coordinates == "net-power-blocked", relative=0.0)
+        fac = factor_net(qp, W, 0.0, blocked=coordinates == "net-power-blocked")
         assert isinstance(fac.x22, BlockInverse) == (coordinates == "net-power-blocked" and T > LEAF)
     got = ravel_pytree(solve_factored(qp, fac, unravel(jnp.asarray(r))))[0]
     err = np.abs(np.asarray(got) - want).max() / np.abs(want).max()
     assert err < 1e-8, err
     if coordinates != "charge-discharge":
         # E maps a net-power vector onto x = (c, d, eta, u) as (-v, v, 0, 0); p = E'x
-        E = np.zeros((flat.shape[0], T))
+        E = np.zeros((dense.shape[0], T))
         E[:T], E[T : 2 * T] = -np.eye(T), np.eye(T)
         inv_E = np.linalg.solve(dense, E)
         M = E.T @ inv_E
@@ -210,8 +224,7 @@ def test_factored_solve_matches_dense_newton_matrix(ramp, lossless, T, coordinat
         # the two-half solve of K^-1 (b + E v) on (c, d, eta), with the u rows condensed out of the dense matrix
         v = rng.normal(size=T)
         n_y = 2 * T + 1
-        Kyy, Kyu, Kuu = dense[:n_y, :n_y], dense[:n_y, n_y:], dense[n_y:, n_y:]
-        Ky = Kyy - Kyu @ np.linalg.solve(Kuu, Kyu.T)
+        Ky = _condensed(dense, n_y)
         b = rng.normal(size=n_y)
         want_y = np.linalg.solve(Ky, b + E[:n_y] @ v)
         part = net_solve_start(fac, jnp.asarray(b))
@@ -233,7 +246,7 @@ def test_relative_regularisation_is_a_scaled_diagonal(coordinates):
     from jax.flatten_util import ravel_pytree
 
     from jaxvpp.battery.kernel import factor, factor_net, solve_factored
-    from jaxvpp.battery.qp import apply_Q, num_rows
+    from jaxvpp.battery.qp import num_rows
     from jaxvpp.coordination.aladin import FACTOR_RELATIVE_REGULARISATION
 
     T, K = 12, 4
@@ -241,15 +254,9 @@ def test_relative_regularisation_is_a_scaled_diagonal(coordinates):
     qp, _ = build_qp(battery, synthetic_market(K, T, seed=4), Settings())
     m = num_rows(T, K)
     W = jnp.asarray(10.0 ** np.random.default_rng(2).uniform(-15, 15, size=m))
-    x0 = jaxvpp.battery.qp.Primal(*(jnp.zeros(np.shape(a)) for a in (qp.fc, qp.fd, qp.f_eta, qp.fu)))
-    flat, unravel = ravel_pytree(x0)
-    op = lambda v: ravel_pytree(  # noqa: E731
-        jax.tree.map(jnp.add, apply_Q(qp, unravel(v)), apply_GT(qp, W * apply_G(qp, unravel(v))))
-    )[0]
-    dense = np.asarray(jax.jacfwd(op)(flat))
+    dense, unravel = _dense_newton(qp, W)
     n_y = 2 * T + 1
-    Kyy, Kyu, Kuu = dense[:n_y, :n_y], dense[:n_y, n_y:], dense[n_y:, n_y:]
-    Ky = Kyy - Kyu @ np.linalg.solve(Kuu, Kyu.T)
+    Ky = _condensed(dense, n_y)
     r = 1e-2
     if coordinates == "charge-discharge":
         make = lambda rel: factor(qp, W, 0.0, relative=rel)  # noqa: E731
@@ -266,7 +273,7 @@ def test_relative_regularisation_is_a_scaled_diagonal(coordinates):
         shift[: 2 * T, : 2 * T] = Ti.T @ np.diag(r * np.diag(red)) @ Ti
     shifted = dense.copy()
     shifted[:n_y, :n_y] += shift
-    b = np.random.default_rng(3).normal(size=flat.shape[0])
+    b = np.random.default_rng(3).normal(size=dense.shape[0])
     want = np.linalg.solve(shifted, b)
     got = np.asarray(ravel_pytree(solve_factored(qp, make(r), unravel(jnp.asarray(b))))[0])
     # on (c, d, eta): the u entries of rows weighted 1e-15 are 1e5 times larger and hardly see the shift
