@@ -280,9 +280,8 @@ class NetFactor(NamedTuple):
     and no bordered (T+1)-square one.
 
     Because p is a block of its own, the inverse's (p, p) block, the T x T curvature the aggregator needs,
-    is ``D_p X22' X22 D_p``: one T-square product, and a price step enters a solve through that block alone
-    (:func:`net_curvature`, :func:`net_solve_finish`); with it formed, a solve's net-power rows need no product
-    with ``X22`` at all.
+    is ``D_p X22' X22 D_p``: one T-square product, and a price step enters a solve through ``X22`` alone
+    (:func:`net_curvature`, :func:`net_solve_finish`).
     """
 
     x11: Array | BlockInverse  #: (T, T) block of ``X`` on the charge rows and columns
@@ -340,10 +339,9 @@ class NetSolve(NamedTuple):
     """The first half of ``K^-1 b`` from a :class:`NetFactor` (:func:`net_solve_start`): what the second half
     (:func:`net_solve_finish`) needs, and the net-power part of the answer, which is known before it."""
 
-    w_c: Array  #: (T,) the forward vector's charge rows, ``X11 D_c b''_c`` for the eta-reduced right-hand side ``b''``
-    g: Array  #: (T,) what the p rows' inverse factor is applied to, over ``D_p``: ``(D_p b''_p - L21 w_c) / D_p``
+    w: Array  #: (2T,) ``X D b''`` for the eta-reduced right-hand side ``b''`` on (c, p)
     b_eta: Array  #: () the right-hand side's eta entry
-    p: Array  #: (T,) the net-power part ``(K^-1 b)_d - (K^-1 b)_c``, which is ``C g``
+    p: Array  #: (T,) the net-power part ``(K^-1 b)_d - (K^-1 b)_c``
 
 
 def _net_rhs(fac: NetFactor, b: Array) -> Array:
@@ -353,39 +351,21 @@ def _net_rhs(fac: NetFactor, b: Array) -> Array:
     return jnp.concatenate([b[:T] + b[T : 2 * T], b[T : 2 * T] - fac.a_eta * (b[2 * T] / fac.k_eta)])
 
 
-def _times_curvature(fac: NetFactor, curvature: Array | None, g: Array) -> Array:
-    """``C g`` for the (p, p) block ``C = D_p X22' X22 D_p`` of the inverse: one product with ``curvature``
-    (:func:`net_curvature` of ``fac``) where it is given, else two with the inverse factor."""
-    if curvature is not None:
-        return curvature @ g
-    sp = fac.scale[fac.l21.shape[-1] :]
-    return sp * block_xt(fac.x22, block_x(fac.x22, sp * g))
-
-
-def net_solve_start(fac: NetFactor, b: Array, curvature: Array | None = None) -> NetSolve:
-    """The forward half of ``K^-1 b`` (b on ``(c, d, eta)``, scaled units) and its net-power part.
-
-    The p rows of ``K'^-1 = D X' X D`` are ``D_p X22' X22 (D_p b''_p - L21 w_c)``: the (p, p) block ``C`` of
-    the inverse applied to ``g``. With ``curvature`` (``C``, :func:`net_curvature`, which coordination forms
-    anyway for the aggregator) that is one T-square product instead of two with ``X22``.
-    """
+def net_solve_start(fac: NetFactor, b: Array) -> NetSolve:
+    """The forward half of ``K^-1 b`` (b on ``(c, d, eta)``, scaled units) and its net-power part: the p
+    rows of ``K'^-1 = D X' X D`` need only ``X22'`` of the forward vector."""
     T = fac.l21.shape[-1]
-    r = fac.scale * _net_rhs(fac, b)
-    w_c = block_x(fac.x11, r[:T])
-    g = (r[T:] - fac.l21 @ w_c) / fac.scale[T:]
-    return NetSolve(w_c=w_c, g=g, b_eta=b[2 * T], p=_times_curvature(fac, curvature, g))
+    w = factor_x(fac, fac.scale * _net_rhs(fac, b))
+    return NetSolve(w=w, b_eta=b[2 * T], p=fac.scale[T:] * block_xt(fac.x22, w[T:]))
 
 
-def net_solve_finish(fac: NetFactor, part: NetSolve, v: Array, curvature: Array | None = None) -> Array:
+def net_solve_finish(fac: NetFactor, part: NetSolve, v: Array) -> Array:
     """``K^-1 (b + E v)`` on ``(c, d, eta)`` from :func:`net_solve_start`'s ``part`` of ``K^-1 b``, for a
     net-power vector ``v`` (T,) with ``E v = (-v, v, 0)``: in the net-power coordinates ``E v`` is ``(0, v)``,
-    which adds ``v`` to ``g``, so the p rows are ``p + C v`` and one solve serves both (``curvature``: ``C``,
-    as for :func:`net_solve_start`)."""
+    which adds ``(0, X22 D_p v)`` to the forward vector, so one solve serves both."""
     T = fac.l21.shape[-1]
-    y_p = part.p + _times_curvature(fac, curvature, v)
-    # the charge rows of D X' w, with X22' w_p = y_p / D_p
-    y_c = fac.scale[:T] * block_xt(fac.x11, part.w_c - fac.l21.T @ (y_p / fac.scale[T:]))
-    return _net_from_cp(fac, y_c, y_p, part.b_eta)
+    w = part.w + jnp.concatenate([jnp.zeros(T, part.w.dtype), block_x(fac.x22, fac.scale[T:] * v)])
+    return _net_backward(fac, w, part.b_eta)
 
 
 def _net_apply(fac: NetFactor, b: Array) -> Array:
@@ -396,17 +376,12 @@ def _net_apply(fac: NetFactor, b: Array) -> Array:
 
 def _net_backward(fac: NetFactor, w: Array, b_eta: Array) -> Array:
     """The backward half of a net-power solve, from the forward vector ``w`` (2T,) and the right-hand side's
-    eta entry: ``(c, p) = D X' w``, then :func:`_net_from_cp`."""
+    eta entry: ``(c, p) = D X' w``, ``eta = (b_eta - a'p) / k``, and the answer back on
+    ``(c, d = p + c, eta)``."""
     T = fac.l21.shape[-1]
     y = fac.scale * factor_xt(fac, w)
-    return _net_from_cp(fac, y[:T], y[T:], b_eta)
-
-
-def _net_from_cp(fac: NetFactor, y_c: Array, y_p: Array, b_eta: Array) -> Array:
-    """The answer on ``(c, d = p + c, eta)`` from its charge and net-power parts, with ``eta = (b_eta - a'p) /
-    k``."""
-    eta = (b_eta - jnp.dot(fac.a_eta, y_p)) / fac.k_eta
-    return jnp.concatenate([y_c, y_p + y_c, eta[None]], axis=0)
+    eta = (b_eta - jnp.dot(fac.a_eta, y[T:])) / fac.k_eta
+    return jnp.concatenate([y[:T], y[T:] + y[:T], eta[None]], axis=0)
 
 
 def factor_x(fac: Factor | NetFactor, b: Array) -> Array:

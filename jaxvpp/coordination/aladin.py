@@ -224,11 +224,10 @@ def coupling_dual(qp: BatteryQP, sc: Scales, lam: Array) -> Primal:
     return Primal(-v, v, jnp.zeros_like(qp.f_eta), jnp.zeros_like(qp.fu))
 
 
-def coupling_curvature(fac: NetFactor, sc: Scales, curvature: Array | None = None) -> Array:
+def coupling_curvature(fac: NetFactor, sc: Scales) -> Array:
     """``M_i = S_i K_i^-1 S~_i'`` (T x T, MW per EUR/MW): the (p, p) block of the inverse of the battery's
-    Newton matrix in its net-power coordinates (``curvature``, :func:`~jaxvpp.battery.kernel.net_curvature`
-    of ``fac``, formed here unless given), in physical units."""
-    return (sc.power**2 / sc.money) * (net_curvature(fac) if curvature is None else curvature)
+    Newton matrix in its net-power coordinates (:func:`~jaxvpp.battery.kernel.net_curvature`)."""
+    return (sc.power**2 / sc.money) * net_curvature(fac)
 
 
 class LocalSolve(NamedTuple):
@@ -242,20 +241,10 @@ class LocalSolve(NamedTuple):
 
 
 def local_solve_start(
-    qp: BatteryQP,
-    fac: NetFactor,
-    s: Array,
-    inv_s: Array,
-    z: Array,
-    r_d: Primal,
-    r_p: Array,
-    r_c: Array,
-    curvature: Array | None = None,
+    qp: BatteryQP, fac: NetFactor, s: Array, inv_s: Array, z: Array, r_d: Primal, r_p: Array, r_c: Array
 ) -> tuple[LocalSolve, Array]:
     """The first half of the battery's Newton step ``Q dx + G'dz + S~' dlam = -r_d``, ``G dx + ds = -r_p``,
     ``Z ds + S dz = -r_c`` (``inv_s = 1 / s``), done before the multiplier step ``dlam`` is known.
-    ``curvature``: the factor's :func:`~jaxvpp.battery.kernel.net_curvature` (T x T, scaled units), if formed:
-    the net-power rows of the solve then cost one product with it (:func:`~jaxvpp.battery.kernel.net_solve_start`).
 
     Returns the half-done step and the net-power part of the step at ``dlam = 0`` (scaled units), which is
     what the battery sends the aggregator (times its power scale). :func:`local_solve_finish` adds the
@@ -263,25 +252,18 @@ def local_solve_start(
     """
     ghat = primal_map(jnp.add, r_d, apply_GT(qp, (z * r_p - r_c) * inv_s))
     r = primal_map(jnp.negative, ghat)
-    part = net_solve_start(fac, condense_rhs(qp, fac.w_loss, fac.d_u, r), curvature)
+    part = net_solve_start(fac, condense_rhs(qp, fac.w_loss, fac.d_u, r))
     return LocalSolve(part=part, r_u=r.u, r_p=r_p, r_c=r_c), part.p
 
 
 def local_solve_finish(
-    qp: BatteryQP,
-    fac: NetFactor,
-    sc: Scales,
-    z: Array,
-    inv_s: Array,
-    st: LocalSolve,
-    dlam: Array,
-    curvature: Array | None = None,
+    qp: BatteryQP, fac: NetFactor, sc: Scales, z: Array, inv_s: Array, st: LocalSolve, dlam: Array
 ) -> tuple[Primal, Array, Array]:
     """The battery's Newton step ``(dx, ds, dz)`` for the aggregator's multiplier step ``dlam`` (T,), from
     :func:`local_solve_start`'s half. The multiplier enters the right-hand side as ``-S~' dlam = -E v`` with
-    ``v = dlam P / money``; ``curvature`` as for :func:`local_solve_start`."""
+    ``v = dlam P / money``."""
     v = dlam * sc.power / sc.money
-    y = net_solve_finish(fac, st.part, -v, curvature)
+    y = net_solve_finish(fac, st.part, -v)
     dx = recover_u(qp, fac.w_loss, fac.d_u, st.r_u, y)
     ds = -st.r_p - apply_G(qp, dx)
     return dx, ds, -(st.r_c + z * ds) * inv_s
@@ -473,7 +455,7 @@ def _merit(pb: ALADINProblem, pres, dres, gap, cres) -> Array:
     return jnp.maximum(jnp.maximum(pres, dres), jnp.maximum(gap, cres / pb.scale_target)) / pb.tol
 
 
-def _direction(pb: ALADINProblem, fac, C, M, cfac, local, r_d, r_p, r_c, net, tgt, D, rounds=COUPLED_REFINE):
+def _direction(pb: ALADINProblem, fac, M, cfac, local, r_d, r_p, r_c, net, tgt, D, rounds=COUPLED_REFINE):
     """Newton direction of the coupled system, refined as a whole.
 
     Solves, for every battery, ``Q dx + G'dz + S~' dlam = -r_d``, ``G dx + ds = -r_p``,
@@ -492,15 +474,15 @@ def _direction(pb: ALADINProblem, fac, C, M, cfac, local, r_d, r_p, r_c, net, tg
     qp, sc = pb.qp, pb.sc
     s, z = local.s, local.z
     inv_s = 1.0 / s
-    v_start = _over_fleet(local_solve_start, 0, 0, 0, 0, 0, 0, 0, 0)
-    v_finish = _over_fleet(local_solve_finish, 0, 0, 0, 0, 0, None, 0)
+    v_start = _over_fleet(local_solve_start, 0, 0, 0, 0, 0, 0, 0)
+    v_finish = _over_fleet(local_solve_finish, 0, 0, 0, 0, 0, None)
     v_dual = _over_fleet(coupling_dual, 0, None)
 
     def approx(rd, rp, rc, n, shift):
-        half, p0 = v_start(qp, fac, s, inv_s, z, rd, rp, rc, C)
+        half, p0 = v_start(qp, fac, s, inv_s, z, rd, rp, rc)
         msgs = agg.AgentMessage(curvature=M, gradient=_weighted(pb.weight, sc.power[:, None] * p0), net_mw=n)
         dl, _ = agg.solve_coupling(cfac, msgs, tgt + shift)
-        dx, ds, dz = v_finish(qp, fac, sc, z, inv_s, half, dl, C)
+        dx, ds, dz = v_finish(qp, fac, sc, z, inv_s, half, dl)
         return dx, ds, dz, dl
 
     def residual(d):
@@ -613,11 +595,7 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
     r_d, r_p = _over_fleet(kkt_residuals, 0, 0, 0)(qp, local.x, s, z)
     r_d = primal_map(jnp.add, r_d, v_dual(qp, sc, lam))
     fac = _over_fleet(battery_factor, 0)(qp, z / s)
-    # every battery's (p, p) block of its inverse, formed once: the aggregator's curvature, and what the net-power
-    # rows of every local solve are applied through (one T-square product each, instead of two with X22: at
-    # N = 1000 a coupled solve took 5.0 ms against 5.6 ms, the same iterations at N = 1000 and 10000)
-    C = jax.vmap(net_curvature)(fac)
-    M = _weighted(pb.weight, jax.vmap(coupling_curvature)(fac, sc, C))
+    M = _weighted(pb.weight, jax.vmap(coupling_curvature)(fac, sc))
     p_now = _net_powers(pb, local.x)
     el, rho = state.elastic, pb.rho
     D = agg.elastic_curvature(el, rho, lam)
@@ -707,7 +685,6 @@ def aladin_step(pb: ALADINProblem, state: ALADINState) -> ALADINState:
         new = _direction(
             pb,
             fac,
-            C,
             M,
             cfac,
             local,
