@@ -17,7 +17,7 @@ from jaxvpp.battery.kernel import (
     REGULARISATION,
     STEP_FRACTION,
     condensed_matrix,
-    factor_net,
+    factor,
     kkt_residuals,
     max_step,
     newton_direction,
@@ -150,7 +150,10 @@ def ipm_step(
     m = s.shape[0]
     r_d, r_p = st.r_d, st.r_p
     mu = jnp.vdot(s, z) / m
-    fac = factor_net(qp, z / s, REGULARISATION, blocked=True)
+    # the (c, d, eta) factor: the net-power one (factor_net, as coordination uses) took the same iterations and a
+    # tenth less time, but a battery that starts full (e_T >= e_0 = e_max pins the end, no strictly feasible
+    # point) stalled in its end game under vmap, where this factor converges in 16 iterations
+    fac = factor(qp, z / s)
     # predictor (affine scaling)
     dx_a, ds_a, dz_a = newton_direction(qp, fac, s, z, r_d, r_p, s * z, refine=PREDICTOR_REFINE)
     a_p, a_d = max_step(s, ds_a), max_step(z, dz_a)
