@@ -162,27 +162,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_equal_one(four_devices):
-    """Two processes on this machine (2 host devices each, gloo collectives over TCP) coordinate N = 7 over
-    the 4 devices and give the single-device answer."""
+def _two_processes(cache_dir: Path) -> dict:
     addr = f"127.0.0.1:{_free_port()}"
+    env = dict(_env(), JAXVPP_TEST_CACHE_DIR=str(cache_dir))
     procs = [
         subprocess.Popen(
             [sys.executable, str(WORKER), "process", addr, "2", str(i)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=env,
         )
         for i in range(2)
     ]
-    outs = [p.communicate(timeout=300) for p in procs]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
     if any(p.returncode for p in procs):
         err = "\n".join(o[1][-2000:] for o in outs)
         if "gloo" in err.lower() and "not" in err.lower():
             pytest.skip(f"no gloo CPU collectives in this jaxlib: {err[-300:]}")
         raise AssertionError(err)
-    got = json.loads(outs[0][0].strip().splitlines()[-1])
-    assert (got["devices"], got["local_devices"], got["processes"]) == (4, 2, 2)
-    _same_answer(got, four_devices["7"]["1"], 7)
+    return json.loads(outs[0][0].strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(four_devices, tmp_path):
+    """Two processes on this machine (2 host devices each, gloo collectives over TCP) coordinate N = 7 over
+    the 4 devices and give the single-device answer, twice with one compilation cache directory (a CPU
+    program with collectives loaded from that cache would hang: the second run must compile afresh)."""
+    for _ in range(2):
+        got = _two_processes(tmp_path / "xla")
+        assert (got["devices"], got["local_devices"], got["processes"]) == (4, 2, 2)
+        _same_answer(got, four_devices["7"]["1"], 7)

@@ -58,6 +58,7 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, lo
 
     Call it in every process before any JAX computation. ``coordinator_address`` is ``host:port`` of
     process 0 (the same in every process); ``local_devices`` CPU devices per process (default: JAX's).
+    On CPU it switches the persistent compilation cache off for this process (see the comment below).
     """
     if num_processes < 1 or not (0 <= process_id < num_processes):
         raise ValueError(f"process id {process_id} must lie in [0, {num_processes})")
@@ -67,6 +68,11 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, lo
     jax.distributed.initialize(
         coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
     )
+    if jax.default_backend() == "cpu":
+        # A CPU program with gloo collectives loaded from the persistent compilation cache waits forever
+        # in its first collective (jaxlib 0.12; both processes load it, neither returns), so such a run
+        # compiles its programs afresh every time.
+        jax.config.update("jax_enable_compilation_cache", False)
 
 
 def fleet_mesh(devices: int) -> Mesh:
