@@ -26,6 +26,7 @@ from jaxvpp.coordination.aladin import (
     emit_iteration,
     format_iteration,
     live_log,
+    priced_start,
 )
 from jaxvpp.coordination.api import coordinate
 
@@ -67,6 +68,40 @@ def test_steps_reproduce_the_run(small):
     assert not bool(aladin_running(pb, state))  # the limit
     _assert_same(state.history, run.history)
     _assert_same(jax.jit(aladin_finish)(pb, state), run)
+
+
+def test_priced_start_is_each_batterys_response_to_the_price():
+    """The start: every battery's own problem at a multiplier, loosely solved. Loose (the cold start's
+    START_TOL): an interior point whose battery measures are within it. Tight, at zero and at the coupled
+    optimum's multiplier: each battery's optimal value of cvxpy + Clarabel with that linear price on its net
+    power (the values, not the schedules: with quadratic costs of 0.01 EUR/(MW^2 h) a schedule is flat in
+    its objective, and Clarabel's moved by up to 1e-3 MW within its tolerance)."""
+    from jaxvpp.battery.ipm import kkt_measures
+    from jaxvpp.battery.qp import FLEET_QP_AXES
+    from jaxvpp.coordination.aladin import START_TOL, coupling_dual
+    from jaxvpp.reference import evaluate_schedule, solve_battery_reference
+
+    fleet, market, settings, target = random_instance(1)  # 8 batteries, T = 96 quarter hours
+    target = jnp.asarray(target)
+    pb = jax.jit(aladin_problem, static_argnames=("tol", "max_iter"))(fleet, market, target, settings)
+    coupled = coordinate(fleet, market, target, settings)
+    assert coupled.status == "converged"
+    T = target.shape[0]
+    measures = jax.vmap(kkt_measures, in_axes=(FLEET_QP_AXES, 0, 0, 0, 0))
+    dual = jax.vmap(coupling_dual, in_axes=(FLEET_QP_AXES, 0, None))
+    power = np.asarray(fleet.power_mw)[:, None]
+    assert np.max(np.abs(np.asarray(coupled.warm_start.lam))) > 0
+    for lam in (jnp.zeros(T), coupled.warm_start.lam):
+        loose = jax.jit(priced_start)(pb.qp, pb.sc, lam)
+        assert np.all(np.asarray(loose.s) > 0) and np.all(np.asarray(loose.z) > 0)
+        worst = np.max(np.stack(measures(pb.qp, loose.x, loose.s, loose.z, dual(pb.qp, pb.sc, lam))), axis=0)
+        assert np.all(worst <= START_TOL), worst
+        tight = jax.jit(priced_start, static_argnames=("tol", "max_iter"))(pb.qp, pb.sc, lam, tol=1e-10, max_iter=80)
+        c, d = np.asarray(tight.x.c) * power, np.asarray(tight.x.d) * power
+        ours = evaluate_schedule(fleet, market, settings, c, d)["objective_eur"] + (d - c) @ np.asarray(lam)
+        for i in range(fleet.size):
+            ref = solve_battery_reference(fleet, market, settings, i, linear_price=np.asarray(lam))["objective_eur"]
+            assert abs(ours[i] - ref) <= 1e-6 * max(1.0, abs(ref)), (i, ours[i], ref)
 
 
 def test_status_values_codes_and_messages():
